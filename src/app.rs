@@ -1,0 +1,218 @@
+//! The composition root: bind, start workers and discovery, run until told to
+//! stop, drain.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::discovery;
+use crate::observe::stats::Stats;
+use crate::proxy::Gateway;
+use crate::server::{self, DrainReport, Worker};
+
+/// How to run the gateway (the CLI's flags, minus the config file).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub bind: IpAddr,
+    pub port: u16,
+    /// Worker threads; each owns a listener, a runtime and an upstream pool.
+    pub workers: usize,
+    pub drain_timeout: Duration,
+    /// Stop on SIGTERM/SIGINT (the binary); tests stop through [`Running::shutdown`].
+    pub handle_signals: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            workers: thread::available_parallelism().map_or(1, |n| n.get()),
+            drain_timeout: Duration::from_secs(30),
+            handle_signals: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] io::Error),
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    stats: Stats,
+    stop: watch::Sender<bool>,
+    control: Option<thread::JoinHandle<DrainReport>>,
+}
+
+/// Starts serving `config` in background threads and returns once listening.
+pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
+    let Config { snapshot, docker } = config;
+    let requested = SocketAddr::new(options.bind, options.port);
+    let listeners =
+        server::bind(requested, options.workers).map_err(|source| StartError::Bind {
+            addr: requested,
+            source,
+        })?;
+    let local_addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(requested);
+
+    let docker_backends = discovery::docker_backends(&snapshot.backends);
+    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+    let stats = Stats::new(listeners.len());
+    let gateway = Arc::new(Gateway::new(snapshot, stats.clone()));
+    // Running → control thread (stop requests); control thread → workers (drain).
+    let (stop, mut stop_requested) = watch::channel(false);
+    let (drain, shutdown) = watch::channel(false);
+
+    let mut workers = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let worker = Worker {
+            index,
+            listener,
+            gateway: gateway.clone(),
+            shard: stats.shard(index),
+            shutdown: shutdown.clone(),
+            drain_timeout: options.drain_timeout,
+        };
+        workers.push(worker.spawn().map_err(StartError::Thread)?);
+    }
+
+    let handle_signals = options.handle_signals;
+    let control = thread::Builder::new()
+        .name("rgate-control".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    error!(%error, "cannot start the control runtime; stopping");
+                    let _ = drain.send(true);
+                    return join_workers(workers);
+                }
+            };
+            runtime.block_on(async move {
+                if !docker_backends.is_empty() {
+                    tokio::spawn(discovery::run(docker, docker_backends));
+                }
+                wait_for_stop(&mut stop_requested, handle_signals).await;
+            });
+            let _ = drain.send(true);
+            join_workers(workers)
+        })
+        .map_err(StartError::Thread)?;
+
+    info!(addr = %local_addr, "rgate listening");
+    Ok(Running {
+        local_addr,
+        stats,
+        stop,
+        control: Some(control),
+    })
+}
+
+async fn wait_for_stop(shutdown: &mut watch::Receiver<bool>, handle_signals: bool) {
+    let signals = async {
+        if !handle_signals {
+            return std::future::pending().await;
+        }
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = terminate.recv() => info!("SIGTERM received; draining"),
+                _ = tokio::signal::ctrl_c() => info!("SIGINT received; draining"),
+            },
+            Err(error) => {
+                error!(%error, "cannot install the SIGTERM handler; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown.changed() => {}
+        () = signals => {}
+    }
+}
+
+fn join_workers(workers: Vec<thread::JoinHandle<io::Result<DrainReport>>>) -> DrainReport {
+    workers
+        .into_iter()
+        .map(|worker| match worker.join() {
+            Ok(Ok(report)) => report,
+            Ok(Err(error)) => {
+                error!(%error, "worker failed");
+                DrainReport::default()
+            }
+            Err(_) => {
+                error!("worker panicked");
+                DrainReport::default()
+            }
+        })
+        .fold(DrainReport::default(), |a, b| a + b)
+}
+
+impl Running {
+    /// The address the gateway listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Blocks until a stop (signal or [`Running::shutdown`]) has drained the workers.
+    pub fn wait(mut self) -> DrainReport {
+        self.join()
+    }
+
+    /// Stops accepting, drains in-flight requests, and returns the report.
+    pub fn shutdown(mut self) -> DrainReport {
+        let _ = self.stop.send(true);
+        self.join()
+    }
+
+    fn join(&mut self) -> DrainReport {
+        let report = self
+            .control
+            .take()
+            .map(|control| control.join().unwrap_or_default())
+            .unwrap_or_default();
+        info!(
+            drained = report.drained,
+            aborted = report.aborted,
+            "rgate stopped"
+        );
+        report
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.control.is_some() {
+            let _ = self.stop.send(true);
+            self.join();
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Backends: named sets of endpoints, fed by discovery, read by the request path.
+
+pub mod balance;
+pub mod endpoint;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use self::balance::Balance;
+use self::endpoint::EndpointSet;
+
+/// Where a backend's endpoints come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Running containers carrying every label in `labels`.
+    Docker(DockerSelector),
+    /// Fixed addresses from the config file.
+    Static,
+}
+
+/// The Docker side of a backend: which containers belong, and which port to dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSelector {
+    /// `(key, value)` pairs; a container must carry all of them.
+    pub labels: Vec<(String, String)>,
+    /// The backend's `port:` key, used when the container has no `rgate.port` label.
+    pub port: Option<u16>,
+}
+
+/// A named backend. Long-lived: its endpoint set is swapped atomically by
+/// discovery while requests read it without locking.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: Arc<str>,
+    pub source: Source,
+    pub balance: Balance,
+    endpoints: ArcSwap<EndpointSet>,
+}
+
+impl Backend {
+    pub fn new(name: &str, source: Source, balance: Balance, initial: EndpointSet) -> Self {
+        Self {
+            name: name.into(),
+            source,
+            balance,
+            endpoints: ArcSwap::from_pointee(initial),
+        }
+    }
+
+    /// The current endpoint set (a cheap guard; do not hold it across an await).
+    pub fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
+        self.endpoints.load()
+    }
+
+    /// Publishes a new endpoint set; requests already in flight keep the old one.
+    pub fn set_endpoints(&self, set: EndpointSet) {
+        self.endpoints.store(Arc::new(set));
+    }
+}

@@ -1,0 +1,344 @@
+//! Validation and compilation in one pass: file types in, runtime types out,
+//! every problem collected (not just the first) with its key path.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::error::ConfigError;
+use super::file::{
+    AddressModeFile, BackendFile, ConfigFile, DefaultResponseFile, DockerFile, PathMatchFile,
+    RouteFile,
+};
+use super::Config;
+use crate::backend::balance::Balance;
+use crate::backend::endpoint::{Endpoint, EndpointSet};
+use crate::backend::{Backend, DockerSelector, Source};
+use crate::discovery::{AddressMode, DockerSettings};
+use crate::router::{PathMatch, Route, Router};
+use crate::snapshot::{DefaultResponse, Snapshot};
+
+/// Paths rgate answers itself; routes may not claim them.
+pub(crate) const RESERVED_PATH: &str = "/stats";
+
+const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Collects problems with the file name attached.
+struct Problems<'a> {
+    file: &'a Path,
+    list: Vec<ConfigError>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, path: impl Into<String>, problem: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.to_path_buf(),
+            path: path.into(),
+            problem: problem.into(),
+        });
+    }
+}
+
+pub(crate) fn compile(file: ConfigFile, path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let ConfigFile {
+        routes,
+        default_response,
+        backends,
+        docker,
+    } = file;
+    let mut problems = Problems {
+        file: path,
+        list: Vec::new(),
+    };
+
+    let backends = compile_backends(backends, &mut problems);
+    let index: HashMap<&str, usize> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (&*b.name, i))
+        .collect();
+    let routes = compile_routes(routes, &index, &mut problems);
+    let default_response = compile_default_response(default_response, &mut problems);
+    let docker = compile_docker(docker.unwrap_or_default(), &mut problems);
+
+    if !problems.list.is_empty() {
+        return Err(problems.list);
+    }
+    Ok(Config {
+        snapshot: Snapshot {
+            router: Router::new(routes),
+            backends,
+            default_response,
+        },
+        docker,
+    })
+}
+
+fn compile_routes(
+    routes: Vec<RouteFile>,
+    backends: &HashMap<&str, usize>,
+    problems: &mut Problems<'_>,
+) -> Vec<Route> {
+    let mut seen = HashSet::new();
+    let mut compiled = Vec::with_capacity(routes.len());
+    for (i, route) in routes.into_iter().enumerate() {
+        let RouteFile {
+            path_prefix,
+            backend,
+            path_match,
+        } = route;
+        let key = format!("routes[{i}]");
+        let mut ok = true;
+        if let Err(problem) = check_prefix(&path_prefix) {
+            problems.add(format!("{key}.path_prefix"), problem);
+            ok = false;
+        } else if !seen.insert(path_prefix.clone()) {
+            problems.add(
+                format!("{key}.path_prefix"),
+                format!("duplicate path_prefix {path_prefix:?}: another route already has it"),
+            );
+            ok = false;
+        }
+        let backend_index = backends.get(backend.as_str()).copied();
+        if backend_index.is_none() {
+            problems.add(
+                format!("{key}.backend"),
+                format!("unknown backend {backend:?}"),
+            );
+        }
+        if let (true, Some(backend)) = (ok, backend_index) {
+            compiled.push(Route {
+                prefix: path_prefix.into(),
+                path_match: match path_match {
+                    PathMatchFile::Prefix => PathMatch::Prefix,
+                    PathMatchFile::Segment => PathMatch::Segment,
+                },
+                backend,
+            });
+        }
+    }
+    compiled
+}
+
+/// A prefix must be a normalised absolute path: requests are normalised before
+/// routing, so a prefix holding `//` or dot segments could never match.
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Err("must not be empty (use \"/\" to match every path)".into());
+    }
+    if !prefix.starts_with('/') {
+        return Err(format!("{prefix:?} must start with '/'"));
+    }
+    if prefix.contains("//")
+        || prefix
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(format!(
+            "{prefix:?} is not a normalised path (no '//', '.' or '..' segments)"
+        ));
+    }
+    if prefix.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(format!("{prefix:?} contains spaces or control characters"));
+    }
+    if prefix == RESERVED_PATH || prefix.starts_with("/stats/") {
+        return Err(format!(
+            "{prefix:?} would shadow {RESERVED_PATH}, which rgate serves itself"
+        ));
+    }
+    Ok(())
+}
+
+fn compile_default_response(
+    default: Option<DefaultResponseFile>,
+    problems: &mut Problems<'_>,
+) -> DefaultResponse {
+    let Some(DefaultResponseFile { body, status_code }) = default else {
+        return DefaultResponse::default();
+    };
+    match StatusCode::from_u16(status_code) {
+        Ok(status) if (100..=599).contains(&status_code) => DefaultResponse {
+            status,
+            body: Bytes::from(body),
+        },
+        _ => {
+            problems.add(
+                "default_response.status_code",
+                format!("{status_code} is not an HTTP status code (100-599)"),
+            );
+            DefaultResponse::default()
+        }
+    }
+}
+
+fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> Vec<Arc<Backend>> {
+    let mut names = HashSet::new();
+    let mut compiled = Vec::with_capacity(backends.len());
+    for (i, backend) in backends.into_iter().enumerate() {
+        let BackendFile {
+            name,
+            match_labels,
+            servers,
+            port,
+        } = backend;
+        let key = format!("backends[{i}]");
+        if name.is_empty() {
+            problems.add(format!("{key}.name"), "must not be empty");
+        } else if !names.insert(name.clone()) {
+            problems.add(
+                format!("{key}.name"),
+                format!("duplicate backend name {name:?}"),
+            );
+        }
+        if port == Some(0) {
+            problems.add(format!("{key}.port"), "must be 1-65535");
+        }
+        let source = match (match_labels.is_empty(), servers.is_empty()) {
+            (true, true) => {
+                problems.add(
+                    key.clone(),
+                    "needs either match_labels (Docker discovery) or servers (static addresses)",
+                );
+                None
+            }
+            (false, false) => {
+                problems.add(
+                    key.clone(),
+                    "has both match_labels and servers; use one or the other",
+                );
+                None
+            }
+            (false, true) => compile_labels(&key, &match_labels, problems).map(|labels| {
+                (
+                    Source::Docker(DockerSelector { labels, port }),
+                    EndpointSet::default(),
+                )
+            }),
+            (true, false) => {
+                if port.is_some() {
+                    problems.add(
+                        format!("{key}.port"),
+                        "applies to Docker backends only; static servers carry their own port",
+                    );
+                }
+                compile_servers(&key, &servers, problems).map(|set| (Source::Static, set))
+            }
+        };
+        if let Some((source, set)) = source {
+            compiled.push(Arc::new(Backend::new(
+                &name,
+                source,
+                Balance::default(),
+                set,
+            )));
+        }
+    }
+    compiled
+}
+
+fn compile_labels(
+    key: &str,
+    labels: &[String],
+    problems: &mut Problems<'_>,
+) -> Option<Vec<(String, String)>> {
+    let mut parsed: Vec<(String, String)> = Vec::with_capacity(labels.len());
+    let before = problems.list.len();
+    for (j, label) in labels.iter().enumerate() {
+        let path = format!("{key}.match_labels[{j}]");
+        match label.split_once('=') {
+            Some((k, _)) if k.trim().is_empty() => {
+                problems.add(
+                    path,
+                    format!("{label:?} has an empty key (expected key=value)"),
+                );
+            }
+            Some((k, v)) => {
+                if let Some((_, other)) = parsed.iter().find(|(pk, _)| pk == k) {
+                    if other != v {
+                        problems.add(
+                            path,
+                            format!(
+                                "label {k:?} is required twice with different values; no container can match"
+                            ),
+                        );
+                    }
+                    continue;
+                }
+                parsed.push((k.to_owned(), v.to_owned()));
+            }
+            None => problems.add(path, format!("{label:?} is not key=value")),
+        }
+    }
+    (problems.list.len() == before).then_some(parsed)
+}
+
+fn compile_servers(
+    key: &str,
+    servers: &[String],
+    problems: &mut Problems<'_>,
+) -> Option<EndpointSet> {
+    let mut endpoints = Vec::with_capacity(servers.len());
+    let before = problems.list.len();
+    for (j, server) in servers.iter().enumerate() {
+        match server.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => endpoints.push(Arc::new(Endpoint::new(
+                addr,
+                format!("static:{addr}"),
+                server.as_str(),
+            ))),
+            _ => problems.add(
+                format!("{key}.servers[{j}]"),
+                format!("{server:?} is not an IP:port address (e.g. 127.0.0.1:9001)"),
+            ),
+        }
+    }
+    (problems.list.len() == before).then(|| EndpointSet::new(endpoints))
+}
+
+fn compile_docker(docker: DockerFile, problems: &mut Problems<'_>) -> DockerSettings {
+    let DockerFile {
+        endpoint,
+        network,
+        host_address,
+        address,
+        resync_interval,
+    } = docker;
+    let host_address = match host_address.as_deref().map(str::parse::<IpAddr>) {
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(Ok(ip)) => ip,
+        Some(Err(_)) => {
+            problems.add("docker.host_address", "is not an IP address");
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+    };
+    if let Some(endpoint) = &endpoint {
+        if !["unix://", "tcp://", "http://", "https://"]
+            .iter()
+            .any(|scheme| endpoint.starts_with(scheme))
+        {
+            problems.add(
+                "docker.endpoint",
+                format!("{endpoint:?} must start with unix://, tcp://, http:// or https://"),
+            );
+        }
+    }
+    let resync_interval = resync_interval.map_or(DEFAULT_RESYNC_INTERVAL, |d| d.0);
+    if resync_interval.is_zero() {
+        problems.add("docker.resync_interval", "must be greater than zero");
+    }
+    DockerSettings {
+        endpoint,
+        network,
+        host_address,
+        address_mode: match address {
+            AddressModeFile::Container => AddressMode::Container,
+            AddressModeFile::Published => AddressMode::Published,
+        },
+        resync_interval,
+    }
+}

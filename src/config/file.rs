@@ -1,0 +1,80 @@
+//! Serde mirror of the YAML config file: one-to-one with what users write, no logic.
+//!
+//! These types never leave the `config` module; `compile` turns them into the
+//! runtime types the request path uses.
+
+use serde::Deserialize;
+
+use super::duration::ConfigDuration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    #[serde(default)]
+    pub(crate) routes: Vec<RouteFile>,
+    pub(crate) default_response: Option<DefaultResponseFile>,
+    #[serde(default)]
+    pub(crate) backends: Vec<BackendFile>,
+    pub(crate) docker: Option<DockerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteFile {
+    pub(crate) path_prefix: String,
+    pub(crate) backend: String,
+    #[serde(default)]
+    pub(crate) path_match: PathMatchFile,
+}
+
+/// How `path_prefix` is compared with the request path.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PathMatchFile {
+    /// The contract's literal reading: the path starts with the prefix.
+    #[default]
+    Prefix,
+    /// Whole path segments only: `/api/pay` matches `/api/pay` and `/api/pay/x`, not `/api/payx`.
+    Segment,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DefaultResponseFile {
+    #[serde(default)]
+    pub(crate) body: String,
+    pub(crate) status_code: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackendFile {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) match_labels: Vec<String>,
+    #[serde(default)]
+    pub(crate) servers: Vec<String>,
+    pub(crate) port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DockerFile {
+    pub(crate) endpoint: Option<String>,
+    pub(crate) network: Option<String>,
+    pub(crate) host_address: Option<String>,
+    #[serde(default)]
+    pub(crate) address: AddressModeFile,
+    pub(crate) resync_interval: Option<ConfigDuration>,
+}
+
+/// Which address of a container rgate dials.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AddressModeFile {
+    /// The container's own IP on its network (or the host address on the host network).
+    #[default]
+    Container,
+    /// The host port Docker publishes for the container port.
+    Published,
+}

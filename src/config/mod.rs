@@ -1,0 +1,63 @@
+//! Config loading: read → parse → validate + compile. Used by startup and `rgate check`.
+
+mod compile;
+mod duration;
+mod error;
+mod file;
+
+use std::path::Path;
+
+pub use self::error::{ConfigError, ConfigErrors};
+use crate::discovery::DockerSettings;
+use crate::snapshot::Snapshot;
+
+pub(crate) use self::compile::RESERVED_PATH;
+pub use self::duration::parse_duration;
+
+/// A valid, compiled configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub snapshot: Snapshot,
+    pub docker: DockerSettings,
+}
+
+/// Reads and compiles the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            path: String::new(),
+            problem: format!("cannot read: {err}"),
+        }])
+    })?;
+    parse(&text, path)
+}
+
+/// Compiles config text; `path` is only used to name the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let whole_file = |problem: String| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            path: String::new(),
+            problem,
+        }])
+    };
+    if text.trim().is_empty() {
+        return Err(whole_file("the file is empty".into()));
+    }
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    let file: file::ConfigFile = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let key = err.path().to_string();
+        let problem = err.into_inner().to_string();
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            // serde_path_to_error reports "." for the document root.
+            path: if key == "." { String::new() } else { key },
+            problem,
+        }])
+    })?;
+    compile::compile(file, path).map_err(ConfigErrors)
+}
+
+#[cfg(test)]
+mod tests;

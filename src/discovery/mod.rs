@@ -1,0 +1,57 @@
+//! Docker discovery: keeps each Docker backend's endpoint set in step with the
+//! containers that carry its labels.
+//!
+//! One background task owns the Docker connection. Per backend it follows an
+//! event stream filtered server-side by the backend's labels, lists the
+//! matching running containers, and inspects only the container an event names.
+//! The request path never talks to Docker: it reads the endpoint sets this task
+//! publishes.
+//!
+//! No event falls between the list and the subscription: every (re)connect
+//! notes the time *before* listing and subscribes with `since` set a little
+//! earlier, so Docker replays anything that happened meanwhile (handling an
+//! event twice is harmless: each one re-inspects the current state). A periodic
+//! full resync heals anything missed anyway.
+
+mod container;
+mod watcher;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{Backend, Source};
+
+pub(crate) use self::watcher::run;
+
+/// Which container address rgate dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressMode {
+    /// The container's IP on its network; `host_address` on the host network.
+    Container,
+    /// The host port Docker publishes (for rgate outside Docker on macOS/Windows).
+    Published,
+}
+
+/// The `docker:` section of the config, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSettings {
+    /// `unix://…`, `tcp://…`, `http(s)://…`; else `DOCKER_HOST`; else the local socket.
+    pub endpoint: Option<String>,
+    /// The network whose IP is dialled when a container is on several.
+    pub network: Option<String>,
+    /// Address of host-network containers and of published ports.
+    pub host_address: IpAddr,
+    pub address_mode: AddressMode,
+    /// Full relist period, the safety net behind the event stream.
+    pub resync_interval: Duration,
+}
+
+/// The backends that Docker discovery must feed.
+pub(crate) fn docker_backends(backends: &[Arc<Backend>]) -> Vec<Arc<Backend>> {
+    backends
+        .iter()
+        .filter(|b| matches!(b.source, Source::Docker(_)))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,139 @@
+//! Client-visible failures of the request path, mapped to responses in one place.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use crate::response::ResponseBody;
+
+/// Everything that can stop a request from reaching an upstream answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("backend {backend}: no endpoints")]
+    NoEndpoints { backend: Arc<str> },
+    #[error("backend {backend}: connect failed: {source}")]
+    UpstreamConnect {
+        backend: Arc<str>,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("backend {backend}: connect timed out")]
+    ConnectTimeout { backend: Arc<str> },
+    #[error("backend {backend}: connection broken: {source}")]
+    UpstreamReset {
+        backend: Arc<str>,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("backend {backend}: invalid response: {source}")]
+    BadResponse {
+        backend: Arc<str>,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    backend: &'a str,
+}
+
+impl GatewayError {
+    /// Status and stable error code. Exhaustive on purpose: a new failure must
+    /// choose its answer here.
+    fn status_and_code(&self) -> (StatusCode, &'static str, &str) {
+        match self {
+            // Contract: a backend with no running container is "down" → 503.
+            GatewayError::NoEndpoints { backend } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no_endpoints", backend)
+            }
+            // Contract: a container that refuses the connection is down → 503.
+            GatewayError::UpstreamConnect { backend, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "connect_failed", backend)
+            }
+            // Nothing answered in time to even open a connection: treat as down,
+            // fast, rather than a 504 that suggests a slow answer.
+            GatewayError::ConnectTimeout { backend } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "connect_timeout", backend)
+            }
+            // Contract: a container that breaks the connection is down → 503.
+            GatewayError::UpstreamReset { backend, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream_reset", backend)
+            }
+            // The upstream answered, but not with HTTP: a gateway error proper.
+            GatewayError::BadResponse { backend, .. } => {
+                (StatusCode::BAD_GATEWAY, "bad_response", backend)
+            }
+        }
+    }
+
+    /// The short JSON answer the client sees; detail stays in logs.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let (status, error, backend) = self.status_and_code();
+        let body = serde_json::to_vec(&ErrorBody { error, backend }).unwrap_or_default();
+        let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn no_endpoints_is_a_503_naming_the_backend() {
+        let response = GatewayError::NoEndpoints {
+            backend: "payment".into(),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &body[..],
+            br#"{"error":"no_endpoints","backend":"payment"}"#
+        );
+    }
+
+    #[test]
+    fn connection_failures_answer_503_and_bad_responses_502() {
+        let refused = GatewayError::UpstreamConnect {
+            backend: "b".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(
+            refused.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let timeout = GatewayError::ConnectTimeout {
+            backend: "b".into(),
+        };
+        assert_eq!(
+            timeout.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn backend_names_are_json_escaped() {
+        let error = GatewayError::NoEndpoints {
+            backend: "we\"ird".into(),
+        };
+        let (_, code, backend) = error.status_and_code();
+        let body = serde_json::to_string(&ErrorBody {
+            error: code,
+            backend,
+        })
+        .unwrap();
+        assert_eq!(body, r#"{"error":"no_endpoints","backend":"we\"ird"}"#);
+    }
+}

@@ -1,0 +1,3 @@
+//! Observability: what rgate reports about the traffic it carries.
+
+pub mod stats;

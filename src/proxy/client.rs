@@ -1,0 +1,246 @@
+//! Pooled HTTP/1.1 connections to upstream endpoints.
+//!
+//! Each worker thread keeps its own pool (a thread-local), so checking a
+//! connection out or in takes no lock and no atomic shared with other workers.
+//! A connection returns to the pool when its response body has been read to
+//! the end; a body dropped half-read takes its connection with it, since the
+//! rest of that response would still be on the wire. Pools are keyed by
+//! address, so a change in a backend's membership never touches connections
+//! to other containers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// How long an idle pooled connection is trusted. Upstreams commonly close idle
+/// keep-alive connections after 60–75 s; staying under that avoids most races.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// Idle connections kept per endpoint per worker.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+/// Every this many check-ins, closed and expired entries are swept from the pool.
+const SWEEP_EVERY: u32 = 4096;
+
+/// The request body sent upstream: the client's body streamed through, or
+/// nothing (a replayed bodiless request).
+#[derive(Debug)]
+pub enum RequestBody {
+    Incoming(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Incoming(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Incoming(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// A connection checked out of the pool (or freshly opened).
+#[derive(Debug)]
+pub struct Connection {
+    sender: http1::SendRequest<RequestBody>,
+    addr: SocketAddr,
+    /// True when it came from the pool: it may have been closed by the
+    /// upstream while idle, which makes a failure on it worth one retry.
+    pub reused: bool,
+}
+
+impl Connection {
+    pub fn sender(&mut self) -> &mut http1::SendRequest<RequestBody> {
+        &mut self.sender
+    }
+}
+
+/// Why a new connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connect timed out")]
+    Timeout,
+    #[error("handshake: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Pool {
+    idle: HashMap<SocketAddr, Vec<Idle>>,
+    checkins: Cell<u32>,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+fn take_idle(addr: SocketAddr) -> Option<Idle> {
+    POOL.with(|pool| pool.borrow_mut().idle.get_mut(&addr).and_then(Vec::pop))
+}
+
+/// Returns a connection to this thread's pool, if it is still usable.
+fn check_in(connection: Connection) {
+    if connection.sender.is_closed() {
+        return;
+    }
+    // try_with: during thread teardown the pool may already be gone.
+    let _ = POOL.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let idle = pool.idle.entry(connection.addr).or_default();
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(Idle {
+                sender: connection.sender,
+                since: Instant::now(),
+            });
+        }
+        let checkins = pool.checkins.get().wrapping_add(1);
+        pool.checkins.set(checkins);
+        if checkins % SWEEP_EVERY == 0 {
+            pool.idle.retain(|_, idle| {
+                idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
+                !idle.is_empty()
+            });
+        }
+    });
+}
+
+/// A ready connection to `addr`: a pooled one if any is alive, else a new one.
+pub async fn checkout(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<Connection, ConnectError> {
+    while let Some(mut idle) = take_idle(addr) {
+        if idle.since.elapsed() >= IDLE_TIMEOUT || idle.sender.is_closed() {
+            continue;
+        }
+        // The previous exchange may still be winding down; ready() waits for
+        // that and fails if the upstream has closed the connection meanwhile.
+        if idle.sender.ready().await.is_ok() {
+            return Ok(Connection {
+                sender: idle.sender,
+                addr,
+                reused: true,
+            });
+        }
+    }
+    connect(addr, connect_timeout).await
+}
+
+async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Connection, ConnectError> {
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout)??;
+    // Small request/response exchanges must not wait for Nagle.
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            debug!(%addr, %error, "upstream connection ended");
+        }
+    });
+    Ok(Connection {
+        sender,
+        addr,
+        reused: false,
+    })
+}
+
+/// An upstream response body that gives its connection back to the pool once
+/// read to the end.
+#[derive(Debug)]
+pub struct PooledBody {
+    inner: Incoming,
+    connection: Option<Connection>,
+}
+
+impl PooledBody {
+    pub fn new(inner: Incoming, connection: Connection) -> Self {
+        Self {
+            inner,
+            connection: Some(connection),
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(connection) = this.connection.take() {
+                    check_in(connection);
+                }
+            }
+            // A broken body means a broken connection: never pool it.
+            Poll::Ready(Some(Err(_))) => this.connection = None,
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // The server may skip polling a body it knows is empty (e.g. a 204, or
+        // Content-Length: 0): such a connection is still clean and reusable.
+        if let Some(connection) = self.connection.take() {
+            if self.inner.is_end_stream() {
+                check_in(connection);
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Forwarding: pick an endpoint, send the request over a pooled connection,
+//! stream the answer back; retry once where that is provably safe.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use super::client::{self, ConnectError, Connection, PooledBody, RequestBody};
+use super::headers::{self, ClientAddr, X_REQUEST_ID};
+use super::Gateway;
+use crate::backend::endpoint::Endpoint;
+use crate::backend::Backend;
+use crate::error::GatewayError;
+use crate::response::ResponseBody;
+
+/// Why one attempt failed, and whether the request can still be sent.
+struct Failure {
+    kind: FailureKind,
+    /// The request, when it never left rgate: safe to send elsewhere whatever its method.
+    unsent: Option<Request<RequestBody>>,
+    /// Whether the failed connection came from the pool (possibly stale).
+    reused: bool,
+}
+
+enum FailureKind {
+    Connect(ConnectError),
+    /// The connection broke before a response arrived.
+    Broken(hyper::Error),
+    /// The upstream answered with something that is not HTTP.
+    BadResponse(hyper::Error),
+}
+
+impl FailureKind {
+    fn into_error(self, backend: &Arc<str>) -> GatewayError {
+        let backend = backend.clone();
+        match self {
+            FailureKind::Connect(ConnectError::Timeout) => GatewayError::ConnectTimeout { backend },
+            FailureKind::Connect(ConnectError::Io(source)) => {
+                GatewayError::UpstreamConnect { backend, source }
+            }
+            FailureKind::Connect(ConnectError::Handshake(source)) | FailureKind::Broken(source) => {
+                GatewayError::UpstreamReset { backend, source }
+            }
+            FailureKind::BadResponse(source) => GatewayError::BadResponse { backend, source },
+        }
+    }
+}
+
+/// RFC 9110 §9.2.2 idempotent methods: repeating them is harmless.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+pub(super) async fn forward(
+    gateway: &Gateway,
+    backend: &Backend,
+    client: &ClientAddr,
+    request: Request<Incoming>,
+    normalized_path: Option<&str>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let (mut parts, body) = request.into_parts();
+    let request_id = headers::request_id(&parts.headers);
+    prepare_upstream_request(&mut parts, client, normalized_path, &request_id);
+
+    let (first, others) = {
+        let endpoints = backend.endpoints();
+        let first = backend.balance.pick(&endpoints, None);
+        (first, endpoints.len() > 1)
+    };
+    let first = first.ok_or_else(|| GatewayError::NoEndpoints {
+        backend: backend.name.clone(),
+    })?;
+    // A copy to replay only exists for requests that are safe to repeat and
+    // have no body to lose.
+    let replay = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| copy_head(&parts));
+    let request = Request::from_parts(parts, RequestBody::Incoming(body));
+
+    let failure = match attempt(gateway, &first, request).await {
+        Ok((response, connection)) => {
+            return Ok(into_client_response(response, connection, request_id))
+        }
+        Err(failure) => failure,
+    };
+    let retry_request = match failure.unsent {
+        Some(request) => Some(request),
+        None if matches!(failure.kind, FailureKind::Broken(_)) => replay,
+        None => None,
+    };
+    // A different endpoint when there is one; the same one only when the
+    // failure was a pooled connection the upstream had already closed.
+    let target = match retry_request {
+        Some(_) if others => {
+            let endpoints = backend.endpoints();
+            backend.balance.pick(&endpoints, Some(&first))
+        }
+        Some(_) if failure.reused => Some(first),
+        _ => None,
+    };
+    let (Some(request), Some(target)) = (retry_request, target) else {
+        return Err(failure.kind.into_error(&backend.name));
+    };
+    match attempt(gateway, &target, request).await {
+        Ok((response, connection)) => Ok(into_client_response(response, connection, request_id)),
+        Err(failure) => Err(failure.kind.into_error(&backend.name)),
+    }
+}
+
+async fn attempt(
+    gateway: &Gateway,
+    endpoint: &Endpoint,
+    request: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Connection), Failure> {
+    let mut connection = match client::checkout(endpoint.addr, gateway.connect_timeout).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            return Err(Failure {
+                kind: FailureKind::Connect(error),
+                unsent: Some(request),
+                reused: false,
+            })
+        }
+    };
+    let reused = connection.reused;
+    match connection.sender().try_send_request(request).await {
+        Ok(response) => Ok((response, connection)),
+        Err(mut error) => {
+            let unsent = error.take_message();
+            let error = error.into_error();
+            let kind = if error.is_parse() || error.is_parse_status() {
+                FailureKind::BadResponse(error)
+            } else {
+                FailureKind::Broken(error)
+            };
+            Err(Failure {
+                kind,
+                unsent,
+                reused,
+            })
+        }
+    }
+}
+
+/// Turns the client's request head into the upstream's, in place (no copy of
+/// the header map): origin-form URI with the normalised path, HTTP/1.1,
+/// hop-by-hop headers removed, forwarding headers and the request id set.
+fn prepare_upstream_request(
+    parts: &mut http::request::Parts,
+    client: &ClientAddr,
+    normalized_path: Option<&str>,
+    request_id: &HeaderValue,
+) {
+    let needs_rewrite = normalized_path.is_some() || parts.uri.scheme().is_some();
+    let authority = parts.uri.authority().cloned();
+    if needs_rewrite {
+        let query = parts.uri.query();
+        let path = normalized_path.unwrap_or(parts.uri.path());
+        let path_and_query = match query {
+            Some(query) => PathAndQuery::try_from(format!("{path}?{query}")),
+            None => PathAndQuery::try_from(path),
+        };
+        if let Ok(path_and_query) = path_and_query {
+            parts.uri = Uri::from(path_and_query);
+        }
+    }
+    headers::strip_hop_by_hop(&mut parts.headers);
+    // HTTP/2 clients send the authority instead of a Host header.
+    let host = match parts.headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => authority
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .inspect(|host| {
+                parts.headers.insert(header::HOST, host.clone());
+            }),
+    };
+    headers::set_forwarded(&mut parts.headers, client, host);
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    parts.version = Version::HTTP_11;
+}
+
+/// A bodiless copy of the request head for a replay.
+fn copy_head(parts: &http::request::Parts) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::Empty);
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = parts.uri.clone();
+    *copy.version_mut() = parts.version;
+    *copy.headers_mut() = parts.headers.clone();
+    copy
+}
+
+fn into_client_response(
+    response: Response<Incoming>,
+    connection: Connection,
+    request_id: HeaderValue,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(X_REQUEST_ID.clone(), request_id);
+    Response::from_parts(
+        parts,
+        ResponseBody::Upstream(PooledBody::new(body, connection)),
+    )
+}

@@ -1,0 +1,175 @@
+//! Header rules between client and upstream: hop-by-hop removal (RFC 9110
+//! §7.6.1), `X-Forwarded-*`, and request ids.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1,
+/// plus the non-standard but common `Keep-Alive` and `Proxy-Connection`).
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::PROXY_AUTHORIZATION,
+    &header::PROXY_AUTHENTICATE,
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        // Rare: only an explicit `Connection: foo` costs an allocation.
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// What rgate knows about the client connection, computed once per connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientAddr {
+    /// The peer IP as a header value, shared by every request on the connection.
+    pub(crate) ip: HeaderValue,
+}
+
+impl ClientAddr {
+    pub(crate) fn new(peer: std::net::SocketAddr) -> Self {
+        let text = peer.ip().to_string();
+        let ip = HeaderValue::from_maybe_shared(Bytes::from(text))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip }
+    }
+}
+
+/// Sets `X-Forwarded-For` (appended), `-Proto` and `-Host` (overwritten: the
+/// client's own claims about them are not trusted).
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: &ClientAddr,
+    host: Option<HeaderValue>,
+) {
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+        None => client.ip.clone(),
+        Some(previous) => {
+            let mut joined = BytesMut::with_capacity(previous.len() + 2 + client.ip.len());
+            joined.put_slice(previous.as_bytes());
+            joined.put_slice(b", ");
+            joined.put_slice(client.ip.as_bytes());
+            HeaderValue::from_maybe_shared(joined.freeze()).unwrap_or_else(|_| client.ip.clone())
+        }
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+    headers.insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
+    match host {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+}
+
+/// The request id: the client's own if it is a sane token, else a fresh one.
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(id)
+            if (1..=128).contains(&id.len()) && id.as_bytes().iter().all(u8::is_ascii_graphic) =>
+        {
+            id.clone()
+        }
+        _ => new_request_id(),
+    }
+}
+
+/// 128 random bits as 32 hex digits, from the thread-local generator (no lock).
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut value = fastrand::u128(..);
+    let mut text = [0u8; 32];
+    for byte in text.iter_mut().rev() {
+        *byte = HEX[(value & 0xf) as usize];
+        value >>= 4;
+    }
+    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&text))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        headers.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_proto_host_overwrite() {
+        let client = ClientAddr::new("127.0.0.9:5555".parse().unwrap());
+        let mut headers = HeaderMap::new();
+        set_forwarded(
+            &mut headers,
+            &client,
+            Some(HeaderValue::from_static("example.com")),
+        );
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.9");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "example.com");
+
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("x-forwarded-host", HeaderValue::from_static("spoofed"));
+        set_forwarded(&mut headers, &client, None);
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 127.0.0.9");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert!(!headers.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn request_ids_are_passed_through_or_generated() {
+        let mut headers = HeaderMap::new();
+        let generated = request_id(&headers);
+        assert_eq!(generated.len(), 32);
+        assert!(generated.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(generated, request_id(&headers));
+        headers.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&headers), "abc-123");
+        headers.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&headers), "has space");
+    }
+}

@@ -1,0 +1,135 @@
+//! The request path. A request's journey, in order:
+//!
+//! ```text
+//!  client ──► normalize ──► /stats? ──► route ──► select endpoint ──► forward ──► response
+//!              (path)        (rgate     (longest   (balancer over      (pooled      (hop-by-hop
+//!                            answers)    prefix)    the backend's       HTTP/1.1     stripped,
+//!                                           │       endpoint set)       upstream,    X-Request-Id)
+//!                                           ▼                           one retry)
+//!                                    default_response
+//! ```
+//!
+//! Every outcome, including failures and client cancellation, is recorded once
+//! by a drop guard for `/stats`. Errors become responses in exactly one place
+//! ([`GatewayError::into_response`]).
+
+pub mod client;
+mod forward;
+pub(crate) mod headers;
+pub mod normalize;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::config::RESERVED_PATH;
+use crate::error::GatewayError;
+use crate::observe::stats::{Stats, StatsShard};
+use crate::response::{self, ResponseBody};
+use crate::snapshot::SnapshotHandle;
+
+use self::headers::ClientAddr;
+
+/// How long rgate waits to open a connection to an endpoint before calling it down.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The gateway shared by every worker: the current snapshot and the stats.
+#[derive(Debug)]
+pub struct Gateway {
+    snapshot: Arc<SnapshotHandle>,
+    stats: Stats,
+    connect_timeout: Duration,
+}
+
+/// Per-connection context: the gateway, the worker's stats shard, the peer.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    gateway: Arc<Gateway>,
+    shard: Arc<StatsShard>,
+    client: ClientAddr,
+}
+
+impl ConnectionContext {
+    pub fn new(gateway: Arc<Gateway>, shard: Arc<StatsShard>, peer: std::net::SocketAddr) -> Self {
+        Self {
+            gateway,
+            shard,
+            client: ClientAddr::new(peer),
+        }
+    }
+}
+
+/// Records the request's outcome exactly once, even if the client goes away
+/// and the request future is dropped mid-flight.
+struct Outcome<'a> {
+    shard: &'a StatsShard,
+    start: Instant,
+    status: Option<StatusCode>,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        self.shard.record(self.status, self.start.elapsed());
+        self.shard.leave();
+    }
+}
+
+impl Gateway {
+    pub fn new(snapshot: Arc<SnapshotHandle>, stats: Stats) -> Self {
+        Self {
+            snapshot,
+            stats,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Answers one client request. Never fails: every error is a response here.
+    pub async fn handle(
+        ctx: &ConnectionContext,
+        request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let gateway = &*ctx.gateway;
+        let normalized = normalize::path(request.uri().path());
+        let path = normalized.as_deref().unwrap_or(request.uri().path());
+        if path == RESERVED_PATH {
+            return gateway.stats_response(request.method());
+        }
+        ctx.shard.enter();
+        let mut outcome = Outcome {
+            shard: &ctx.shard,
+            start: Instant::now(),
+            status: None,
+        };
+        // Exactly one load: the request keeps this snapshot to the end.
+        let snapshot = gateway.snapshot.load_full();
+        let response = match snapshot.router.find(path) {
+            None => response::default_response(&snapshot.default_response),
+            Some(route) => {
+                let backend = &snapshot.backends[route.backend];
+                forward::forward(gateway, backend, &ctx.client, request, normalized.as_deref())
+                    .await
+                    .unwrap_or_else(GatewayError::into_response)
+            }
+        };
+        outcome.status = Some(response.status());
+        response
+    }
+
+    fn stats_response(&self, method: &Method) -> Response<ResponseBody> {
+        if method != Method::GET && method != Method::HEAD {
+            let mut response = response::json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                br#"{"error":"method_not_allowed"}"#.to_vec(),
+            );
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD"),
+            );
+            return response;
+        }
+        let body = serde_json::to_vec(&self.stats.report()).unwrap_or_default();
+        response::json(StatusCode::OK, body)
+    }
+}

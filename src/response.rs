@@ -1,0 +1,74 @@
+//! Response bodies and rgate's own (synthetic) responses.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::proxy::client::PooledBody;
+use crate::snapshot::DefaultResponse;
+
+/// Every body rgate sends to clients: an upstream's streamed through, or one of
+/// rgate's own. An enum rather than a boxed trait object: no allocation per response.
+#[derive(Debug)]
+pub enum ResponseBody {
+    Upstream(PooledBody),
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> Self {
+        ResponseBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream(body) => body.is_end_stream(),
+            ResponseBody::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream(body) => body.size_hint(),
+            ResponseBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+/// The configured answer for requests no route matches.
+pub fn default_response(default: &DefaultResponse) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(default.body.clone()));
+    *response.status_mut() = default.status;
+    response
+}
+
+/// A JSON document rgate serves itself (e.g. `/stats`).
+pub fn json(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

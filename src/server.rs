@@ -1,0 +1,149 @@
+//! Listeners and worker threads.
+//!
+//! One worker per core, each a single-threaded tokio runtime with its own
+//! `SO_REUSEPORT` listener and its own upstream connection pool: the kernel
+//! spreads connections over workers, and nothing on the request path is
+//! shared between them except the snapshot pointer and read-mostly data.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::observe::stats::StatsShard;
+use crate::proxy::{ConnectionContext, Gateway};
+
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds `count` sockets to the same address with `SO_REUSEPORT`. Port 0 is
+/// resolved by the first bind and reused by the others.
+pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// What a worker did when asked to stop.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Requests in flight at shutdown that completed.
+    pub drained: u64,
+    /// Requests still in flight when the drain deadline passed.
+    pub aborted: u64,
+}
+
+impl std::ops::Add for DrainReport {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self {
+            drained: self.drained + other.drained,
+            aborted: self.aborted + other.aborted,
+        }
+    }
+}
+
+/// Everything a worker needs.
+#[derive(Debug)]
+pub struct Worker {
+    pub index: usize,
+    pub listener: std::net::TcpListener,
+    pub gateway: Arc<Gateway>,
+    pub shard: Arc<StatsShard>,
+    pub shutdown: watch::Receiver<bool>,
+    pub drain_timeout: Duration,
+}
+
+impl Worker {
+    /// Starts the worker on its own thread.
+    pub fn spawn(self) -> io::Result<thread::JoinHandle<io::Result<DrainReport>>> {
+        thread::Builder::new()
+            .name(format!("rgate-worker-{}", self.index))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(self.run())
+            })
+    }
+
+    async fn run(mut self) -> io::Result<DrainReport> {
+        let listener = TcpListener::from_std(self.listener)?;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
+        let graceful = GracefulShutdown::new();
+
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Typically EMFILE: back off briefly instead of spinning.
+                            warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    };
+                    if let Err(error) = stream.set_nodelay(true) {
+                        debug!(%error, "set_nodelay failed");
+                    }
+                    let ctx = Arc::new(ConnectionContext::new(self.gateway.clone(), self.shard.clone(), peer));
+                    let service = service_fn(move |request| {
+                        let ctx = ctx.clone();
+                        async move { Ok::<_, Infallible>(Gateway::handle(&ctx, request).await) }
+                    });
+                    let builder = builder.clone();
+                    let connection = graceful.watch(
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned(),
+                    );
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            debug!(%peer, %error, "client connection ended with an error");
+                        }
+                    });
+                }
+                _ = self.shutdown.changed() => break,
+            }
+        }
+
+        // Stop accepting at once; then let in-flight requests finish.
+        drop(listener);
+        let in_flight = self.shard.in_flight();
+        let drained_in_time = tokio::time::timeout(self.drain_timeout, graceful.shutdown())
+            .await
+            .is_ok();
+        let aborted = if drained_in_time {
+            0
+        } else {
+            self.shard.in_flight()
+        };
+        Ok(DrainReport {
+            drained: in_flight.saturating_sub(aborted),
+            aborted,
+        })
+    }
+}
