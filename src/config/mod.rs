@@ -48,7 +48,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let deserializer = serde_yaml_ng::Deserializer::from_str(text);
     let file: file::ConfigFile = serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let key = err.path().to_string();
-        let problem = err.into_inner().to_string();
+        let message = err.into_inner().to_string();
+        // The YAML error repeats a shorter form of the key path; keep one.
+        let problem = match message.split_once(": ") {
+            Some((prefix, rest)) if key.starts_with(prefix) => rest.to_owned(),
+            _ => message,
+        };
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             // serde_path_to_error reports "." for the document root.

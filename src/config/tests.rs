@@ -1,1 +1,276 @@
+//! Config validation: the contract file is valid unchanged; every refusal names
+//! the file, the key path and the problem; all problems are reported together.
 
+use std::path::Path;
+
+use super::*;
+use crate::backend::Source;
+
+const CONTRACT: &str = r#"
+routes:
+  - path_prefix: /api/payment
+    backend: payment
+  - path_prefix: /api/orders
+    backend: orders
+default_response:
+  body: "This is not reachable"
+  status_code: 403
+
+backends:
+  - name: payment
+    match_labels:
+      - app_name=payment
+      - env=production
+  - name: orders
+    match_labels:
+      - app_name=orders
+      - env=production
+"#;
+
+fn errors(yaml: &str) -> Vec<ConfigError> {
+    parse(yaml, Path::new("cfg.yml"))
+        .expect_err("config should be refused")
+        .0
+}
+
+/// Asserts exactly one problem at `path` whose text contains `needle`.
+fn refused(yaml: &str, path: &str, needle: &str) {
+    let errors = errors(yaml);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == path && e.problem.contains(needle)),
+        "expected {path}: …{needle}…, got {errors:#?}"
+    );
+    assert!(errors.iter().all(|e| e.file == Path::new("cfg.yml")));
+}
+
+#[test]
+fn the_contract_file_is_valid_unchanged() {
+    let config = parse(CONTRACT, Path::new("config.yml")).unwrap();
+    let snapshot = &config.snapshot;
+    assert_eq!(snapshot.router.routes().len(), 2);
+    assert_eq!(snapshot.backends.len(), 2);
+    assert_eq!(snapshot.default_response.status, 403);
+    assert_eq!(
+        &snapshot.default_response.body[..],
+        b"This is not reachable"
+    );
+    let Source::Docker(selector) = &snapshot.backends[0].source else {
+        panic!("payment should be a Docker backend");
+    };
+    assert_eq!(
+        selector.labels,
+        vec![
+            ("app_name".to_owned(), "payment".to_owned()),
+            ("env".to_owned(), "production".to_owned())
+        ]
+    );
+    let route = snapshot.router.find("/api/orders/1").unwrap();
+    assert_eq!(&*snapshot.backends[route.backend].name, "orders");
+}
+
+#[test]
+fn bad_yaml_is_refused_with_its_location() {
+    let errors = errors("routes: [\n  - path_prefix: /a\n");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].problem.contains("line"), "{errors:?}");
+    assert_eq!(errors[0].to_string().split(':').next(), Some("cfg.yml"));
+}
+
+#[test]
+fn empty_file_is_refused() {
+    refused("  \n", "", "empty");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_path() {
+    refused(
+        "routes:\n  - path_prefix: /a\n    backend: b\n    bakend: c\nbackends:\n  - name: b\n    servers: [\"127.0.0.1:1\"]\n",
+        "routes[0].bakend",
+        "unknown field `bakend`",
+    );
+    let errors = errors("tls: {}\n");
+    assert!(
+        errors[0].to_string().contains("unknown field `tls`"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn route_to_an_unknown_backend_is_refused() {
+    refused(
+        "routes:\n  - {path_prefix: /a, backend: ordrs}\nbackends:\n  - {name: orders, servers: [\"127.0.0.1:1\"]}\n",
+        "routes[0].backend",
+        "unknown backend \"ordrs\"",
+    );
+}
+
+#[test]
+fn duplicate_backend_names_are_refused() {
+    refused(
+        "backends:\n  - {name: a, servers: [\"127.0.0.1:1\"]}\n  - {name: a, servers: [\"127.0.0.1:2\"]}\n",
+        "backends[1].name",
+        "duplicate backend name",
+    );
+}
+
+#[test]
+fn malformed_labels_are_refused() {
+    refused(
+        "backends:\n  - {name: a, match_labels: [app_name]}\n",
+        "backends[0].match_labels[0]",
+        "not key=value",
+    );
+    refused(
+        "backends:\n  - {name: a, match_labels: [\"=x\"]}\n",
+        "backends[0].match_labels[0]",
+        "empty key",
+    );
+    refused(
+        "backends:\n  - {name: a, match_labels: [env=a, env=b]}\n",
+        "backends[0].match_labels[1]",
+        "different values",
+    );
+}
+
+#[test]
+fn status_code_must_be_an_http_status() {
+    for code in ["99", "600", "1000"] {
+        refused(
+            &format!("default_response: {{body: x, status_code: {code}}}\n"),
+            "default_response.status_code",
+            "100-599",
+        );
+    }
+    refused(
+        "default_response: {body: x, status_code: -1}\n",
+        "default_response.status_code",
+        "expected u16",
+    );
+}
+
+#[test]
+fn path_prefix_must_be_a_normalised_absolute_path() {
+    let route = |prefix: &str| {
+        format!("routes:\n  - {{path_prefix: \"{prefix}\", backend: b}}\nbackends:\n  - {{name: b, servers: [\"127.0.0.1:1\"]}}\n")
+    };
+    refused(&route(""), "routes[0].path_prefix", "must not be empty");
+    refused(
+        &route("api"),
+        "routes[0].path_prefix",
+        "must start with '/'",
+    );
+    refused(&route("/a//b"), "routes[0].path_prefix", "normalised");
+    refused(&route("/a/../b"), "routes[0].path_prefix", "normalised");
+}
+
+#[test]
+fn routes_may_not_shadow_stats() {
+    let route = |prefix: &str| {
+        format!("routes:\n  - {{path_prefix: \"{prefix}\", backend: b}}\nbackends:\n  - {{name: b, servers: [\"127.0.0.1:1\"]}}\n")
+    };
+    refused(&route("/stats"), "routes[0].path_prefix", "shadow /stats");
+    refused(
+        &route("/stats/v2"),
+        "routes[0].path_prefix",
+        "shadow /stats",
+    );
+    // A catch-all is fine: /stats is answered before routing.
+    assert!(parse(&route("/"), Path::new("c.yml")).is_ok());
+}
+
+#[test]
+fn duplicate_prefixes_are_refused() {
+    refused(
+        "routes:\n  - {path_prefix: /a, backend: b}\n  - {path_prefix: /a, backend: b, path_match: segment}\nbackends:\n  - {name: b, servers: [\"127.0.0.1:1\"]}\n",
+        "routes[1].path_prefix",
+        "duplicate path_prefix",
+    );
+}
+
+#[test]
+fn a_backend_needs_labels_or_servers_but_not_both() {
+    refused("backends:\n  - {name: a}\n", "backends[0]", "needs either");
+    refused(
+        "backends:\n  - {name: a, match_labels: [x=y], servers: [\"127.0.0.1:1\"]}\n",
+        "backends[0]",
+        "both",
+    );
+}
+
+#[test]
+fn static_servers_must_be_ip_and_port() {
+    refused(
+        "backends:\n  - {name: a, servers: [\"localhost\"]}\n",
+        "backends[0].servers[0]",
+        "IP:port",
+    );
+    refused(
+        "backends:\n  - {name: a, servers: [\"127.0.0.1:0\"]}\n",
+        "backends[0].servers[0]",
+        "IP:port",
+    );
+}
+
+#[test]
+fn docker_settings_are_checked() {
+    refused(
+        "docker: {endpoint: \"ftp://x\"}\n",
+        "docker.endpoint",
+        "unix://",
+    );
+    refused(
+        "docker: {resync_interval: 30}\n",
+        "docker.resync_interval",
+        "no unit",
+    );
+    refused(
+        "docker: {resync_interval: 0s}\n",
+        "docker.resync_interval",
+        "greater than zero",
+    );
+    refused(
+        "docker: {host_address: nope}\n",
+        "docker.host_address",
+        "not an IP",
+    );
+    let config = parse(
+        "docker: {endpoint: \"unix:///run/d.sock\", resync_interval: 5s, address: published}\n",
+        Path::new("c.yml"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.docker.resync_interval,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(
+        config.docker.address_mode,
+        crate::discovery::AddressMode::Published
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let errors = errors(
+        "routes:\n  - {path_prefix: api, backend: nope}\ndefault_response: {status_code: 42}\nbackends:\n  - {name: a, match_labels: [bad]}\n",
+    );
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "backends[0].match_labels[0]",
+            "routes[0].path_prefix",
+            "routes[0].backend",
+            "default_response.status_code"
+        ]
+    );
+}
+
+#[test]
+fn unreadable_file_names_the_file() {
+    let error = load(Path::new("/nonexistent/rgate.yml")).unwrap_err();
+    assert!(error
+        .to_string()
+        .contains("/nonexistent/rgate.yml: cannot read"));
+}

@@ -108,9 +108,15 @@ impl Gateway {
             None => response::default_response(&snapshot.default_response),
             Some(route) => {
                 let backend = &snapshot.backends[route.backend];
-                forward::forward(gateway, backend, &ctx.client, request, normalized.as_deref())
-                    .await
-                    .unwrap_or_else(GatewayError::into_response)
+                forward::forward(
+                    gateway,
+                    backend,
+                    &ctx.client,
+                    request,
+                    normalized.as_deref(),
+                )
+                .await
+                .unwrap_or_else(GatewayError::into_response)
             }
         };
         outcome.status = Some(response.status());
