@@ -1,6 +1,8 @@
 //! The `rgate` binary as users run it: flags, `check`, config refusals,
 //! signals, and bounded memory while streaming.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

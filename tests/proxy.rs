@@ -1,6 +1,8 @@
 //! The request path over real sockets: forwarding, headers, pooling, errors,
 //! retries, normalisation, stats. Upstreams run in-process (no Docker).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/gateway.rs"]
 mod gateway;
 

@@ -1,7 +1,7 @@
 //! In-process test harness: start rgate from YAML on 127.0.0.1:0, talk to it
 //! over real sockets, and run scripted raw-TCP upstreams.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -19,6 +19,7 @@ fn settings() -> DockerSettings {
 }
 
 /// An inspect document shaped like Docker's, with the parts discovery reads.
+#[allow(clippy::needless_pass_by_value)]
 fn inspect(
     labels: serde_json::Value,
     exposed: &[&str],
