@@ -32,11 +32,13 @@ fn main() -> ExitCode {
     if let Some(Command::Check { config }) = &cli.command {
         return match config::load(config) {
             Ok(loaded) => {
+                let routes = loaded.snapshot.router.routes().len();
+                let backends = loaded.snapshot.backends.len();
                 eprintln!(
-                    "{}: ok ({} routes, {} backends)",
+                    "{}: ok ({routes} route{}, {backends} backend{})",
                     config.display(),
-                    loaded.snapshot.router.routes().len(),
-                    loaded.snapshot.backends.len()
+                    if routes == 1 { "" } else { "s" },
+                    if backends == 1 { "" } else { "s" },
                 );
                 ExitCode::SUCCESS
             }
