@@ -8,6 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -98,6 +99,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     }
 
     let handle_signals = options.handle_signals;
+    let (ready, control_ready) = std::sync::mpsc::channel::<()>();
     let control = thread::Builder::new()
         .name("rgate-control".into())
         .spawn(move || {
@@ -116,12 +118,20 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
                 if !docker_backends.is_empty() {
                     tokio::spawn(discovery::run(docker, docker_backends));
                 }
-                wait_for_stop(&mut stop_requested, handle_signals).await;
+                let signals = if handle_signals {
+                    Signals::register()
+                } else {
+                    None
+                };
+                let _ = ready.send(());
+                wait_for_stop(&mut stop_requested, signals).await;
             });
             let _ = drain.send(true);
             join_workers(workers)
         })
         .map_err(StartError::Thread)?;
+    // Signal handlers are in place once the control thread says so (or has died).
+    let _ = control_ready.recv();
 
     info!(addr = %local_addr, "rgate listening");
     Ok(Running {
@@ -132,26 +142,44 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     })
 }
 
-async fn wait_for_stop(shutdown: &mut watch::Receiver<bool>, handle_signals: bool) {
-    let signals = async {
-        if !handle_signals {
-            return std::future::pending().await;
-        }
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => tokio::select! {
-                _ = terminate.recv() => info!("SIGTERM received; draining"),
-                _ = tokio::signal::ctrl_c() => info!("SIGINT received; draining"),
-            },
-            Err(error) => {
-                error!(%error, "cannot install the SIGTERM handler; stopping on SIGINT only");
-                let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT streams, registered before rgate reports it is listening,
+/// so an early signal is never met by the default action (instant death).
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn register() -> Option<Self> {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(terminate), Ok(interrupt)) => Some(Self {
+                terminate,
+                interrupt,
+            }),
+            (Err(error), _) | (_, Err(error)) => {
+                error!(%error, "cannot install signal handlers; stop rgate with SIGKILL");
+                None
             }
+        }
+    }
+}
+
+async fn wait_for_stop(shutdown: &mut watch::Receiver<bool>, signals: Option<Signals>) {
+    let signalled = async {
+        let Some(mut signals) = signals else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = signals.terminate.recv() => info!("SIGTERM received; draining"),
+            _ = signals.interrupt.recv() => info!("SIGINT received; draining"),
         }
     };
     tokio::select! {
         _ = shutdown.changed() => {}
-        () = signals => {}
+        () = signalled => {}
     }
 }
 
