@@ -119,25 +119,8 @@ start_container orders-1 orders production
 start_container payment-staging payment staging
 
 config="$workdir/config.yml"
-cat >"$config" <<'YAML'
-routes:
-  - path_prefix: /api/payment
-    backend: payment
-  - path_prefix: /api/orders
-    backend: orders
-default_response:
-  body: "This is not reachable"
-  status_code: 403
-backends:
-  - name: payment
-    match_labels:
-      - app_name=payment
-      - env=production
-  - name: orders
-    match_labels:
-      - app_name=orders
-      - env=production
-YAML
+# The contract's config file, exactly as committed.
+cp "$RGATE_ROOT/config/examples/contract.yml" "$config"
 say "The config (the contract's, unchanged)"
 sed 's/^/   /' "$config"
 

@@ -36,11 +36,7 @@ fn prod(app: &str) -> Vec<String> {
 fn container_needs_all_labels_to_get_traffic() {
     let Some(run) = DockerRun::new() else { return };
     let app = run.unique("pay");
-    let full = run
-        .container("full")
-        .label("app_name", &app)
-        .label("env", "production")
-        .start();
+    let full = run.container("full").production(&app).start();
     let only_app = run.container("only-app").label("app_name", &app).start();
     let only_env = run.container("only-env").label("env", "production").start();
     let staging = run
@@ -75,12 +71,7 @@ fn requests_spread_randomly_over_three_containers() {
     let Some(run) = DockerRun::new() else { return };
     let app = run.unique("spread");
     let containers: Vec<_> = (1..=3)
-        .map(|i| {
-            run.container(&format!("c{i}"))
-                .label("app_name", &app)
-                .label("env", "production")
-                .start()
-        })
+        .map(|i| run.container(&format!("c{i}")).production(&app).start())
         .collect();
     let gw = Gateway::start(&config_yaml(&[BackendSpec::new("spread", &prod(&app))], ""));
     for c in &containers {
@@ -109,19 +100,11 @@ fn requests_spread_randomly_over_three_containers() {
 fn container_started_while_running_gets_traffic_within_2s() {
     let Some(run) = DockerRun::new() else { return };
     let app = run.unique("late");
-    let first = run
-        .container("first")
-        .label("app_name", &app)
-        .label("env", "production")
-        .start();
+    let first = run.container("first").production(&app).start();
     let gw = Gateway::start(&config_yaml(&[BackendSpec::new("late", &prod(&app))], ""));
     gw.wait_routed_to("/late/x", &first.name, Instant::now(), SETTLE);
 
-    let late = run
-        .container("late")
-        .label("app_name", &app)
-        .label("env", "production")
-        .start();
+    let late = run.container("late").production(&app).start();
     let took = gw.wait_routed_to("/late/x", &late.name, late.started_at, DISCOVERY);
     eprintln!("a container started while rgate runs got traffic {took:?} after docker run");
 }
@@ -131,16 +114,8 @@ fn container_started_while_running_gets_traffic_within_2s() {
 fn stopped_container_gets_no_traffic_and_none_left_answers_503() {
     let Some(run) = DockerRun::new() else { return };
     let app = run.unique("stop");
-    let stays = run
-        .container("stays")
-        .label("app_name", &app)
-        .label("env", "production")
-        .start();
-    let goes = run
-        .container("goes")
-        .label("app_name", &app)
-        .label("env", "production")
-        .start();
+    let stays = run.container("stays").production(&app).start();
+    let goes = run.container("goes").production(&app).start();
     let gw = Gateway::start(&config_yaml(&[BackendSpec::new("stop", &prod(&app))], ""));
     gw.wait_routed_to("/stop/x", &stays.name, Instant::now(), SETTLE);
     gw.wait_routed_to("/stop/x", &goes.name, Instant::now(), SETTLE);
@@ -176,12 +151,7 @@ fn docker_stop_under_load_gives_no_client_errors() {
     let Some(run) = DockerRun::new() else { return };
     let app = run.unique("load");
     let containers: Vec<_> = (1..=3)
-        .map(|i| {
-            run.container(&format!("c{i}"))
-                .label("app_name", &app)
-                .label("env", "production")
-                .start()
-        })
+        .map(|i| run.container(&format!("c{i}")).production(&app).start())
         .collect();
     let gw = Gateway::start(&config_yaml(&[BackendSpec::new("load", &prod(&app))], ""));
     for c in &containers {
@@ -278,11 +248,7 @@ fn docker_stop_under_load_gives_no_client_errors() {
 fn start_again_and_restart_recover_traffic() {
     let Some(run) = DockerRun::new() else { return };
     let app = run.unique("again");
-    let c = run
-        .container("c")
-        .label("app_name", &app)
-        .label("env", "production")
-        .start();
+    let c = run.container("c").production(&app).start();
     let gw = Gateway::start(&config_yaml(&[BackendSpec::new("again", &prod(&app))], ""));
     gw.wait_routed_to("/again/x", &c.name, Instant::now(), SETTLE);
 
@@ -380,11 +346,7 @@ fn unreachable_docker_daemon_gives_503_and_rgate_keeps_serving() {
 fn healthcheck_starting_or_unhealthy_gets_no_traffic() {
     let Some(run) = DockerRun::new() else { return };
     let app = run.unique("health");
-    let plain = run
-        .container("plain")
-        .label("app_name", &app)
-        .label("env", "production")
-        .start();
+    let plain = run.container("plain").production(&app).start();
     // Healthy only while /tmp/healthy exists and its own /health answers
     // (busybox wget). The long start period keeps it `starting` until the
     // first success; after that one failure makes it `unhealthy`.
@@ -393,8 +355,7 @@ fn healthcheck_starting_or_unhealthy_gets_no_traffic() {
         format!("test -f /tmp/healthy && wget -q -O /dev/null http://127.0.0.1:{port}/health");
     let checked = run
         .container("checked")
-        .label("app_name", &app)
-        .label("env", "production")
+        .production(&app)
         .port(port)
         .docker_args(&[
             "--health-cmd",
@@ -452,24 +413,18 @@ fn port_comes_from_label_rgate_port_else_backend_port() {
     // Listens on the backend's `port:`, has no `rgate.port` label.
     let by_key = run
         .container("by-key")
-        .label("app_name", &app)
-        .label("env", "production")
+        .production(&app)
         .port(key_port)
         .without_port_label()
         .start();
     // Listens elsewhere, said by its `rgate.port` label, which wins over `port:`.
-    let by_label = run
-        .container("by-label")
-        .label("app_name", &app)
-        .label("env", "production")
-        .start();
+    let by_label = run.container("by-label").production(&app).start();
     assert_ne!(by_label.port, key_port);
     // Neither label nor backend port, and the image exposes no port: skipped.
     let other = run.unique("noport");
     let _no_port = run
         .container("no-port")
-        .label("app_name", &other)
-        .label("env", "production")
+        .production(&other)
         .without_port_label()
         .start();
     let gw = Gateway::start(&config_yaml(

@@ -150,11 +150,13 @@ fn status_code_must_be_an_http_status() {
     );
 }
 
+/// A config with one route on `prefix` to a static backend.
+fn route(prefix: &str) -> String {
+    format!("routes:\n  - {{path_prefix: \"{prefix}\", backend: b}}\nbackends:\n  - {{name: b, servers: [\"127.0.0.1:1\"]}}\n")
+}
+
 #[test]
 fn path_prefix_must_be_a_normalised_absolute_path() {
-    let route = |prefix: &str| {
-        format!("routes:\n  - {{path_prefix: \"{prefix}\", backend: b}}\nbackends:\n  - {{name: b, servers: [\"127.0.0.1:1\"]}}\n")
-    };
     refused(&route(""), "routes[0].path_prefix", "must not be empty");
     refused(
         &route("api"),
@@ -167,9 +169,6 @@ fn path_prefix_must_be_a_normalised_absolute_path() {
 
 #[test]
 fn routes_may_not_shadow_stats() {
-    let route = |prefix: &str| {
-        format!("routes:\n  - {{path_prefix: \"{prefix}\", backend: b}}\nbackends:\n  - {{name: b, servers: [\"127.0.0.1:1\"]}}\n")
-    };
     refused(&route("/stats"), "routes[0].path_prefix", "shadow /stats");
     refused(
         &route("/stats/v2"),

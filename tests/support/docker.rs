@@ -255,6 +255,11 @@ impl ContainerBuilder<'_> {
         self
     }
 
+    /// Adds `app_name=<app>` and `env=production`: a member of `prod(app)` backends.
+    pub(crate) fn production(self, app: &str) -> Self {
+        self.label("app_name", app).label("env", "production")
+    }
+
     /// Listens on `port` instead of a free port picked at random.
     pub(crate) fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
