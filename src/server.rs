@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::observe::stats::StatsShard;
-use crate::proxy::{ConnectionContext, Gateway};
+use crate::proxy::{client, ConnectionContext, Gateway};
 
 const LISTEN_BACKLOG: i32 = 4096;
 
@@ -95,6 +95,7 @@ impl Worker {
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
+        tokio::spawn(client::sweep_idle_connections());
 
         loop {
             tokio::select! {

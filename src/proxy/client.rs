@@ -8,7 +8,7 @@
 //! address, so a change in a backend's membership never touches connections
 //! to other containers.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,8 +28,8 @@ use tracing::debug;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Idle connections kept per endpoint per worker.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
-/// Every this many check-ins, closed and expired entries are swept from the pool.
-const SWEEP_EVERY: u32 = 4096;
+/// How often each worker drops closed and expired idle connections.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The request body sent upstream: the client's body streamed through, or
 /// nothing (a replayed bodiless request).
@@ -104,7 +104,6 @@ struct Idle {
 #[derive(Debug, Default)]
 struct Pool {
     idle: HashMap<SocketAddr, Vec<Idle>>,
-    checkins: Cell<u32>,
 }
 
 thread_local! {
@@ -130,15 +129,27 @@ fn check_in(connection: Connection) {
                 since: Instant::now(),
             });
         }
-        let checkins = pool.checkins.get().wrapping_add(1);
-        pool.checkins.set(checkins);
-        if checkins % SWEEP_EVERY == 0 {
-            pool.idle.retain(|_, idle| {
+    });
+}
+
+/// Runs on each worker for its lifetime: drops idle connections that the
+/// upstream closed or that passed the idle timeout, including those to
+/// endpoints that left their backend and will never be checked out again.
+///
+/// Its periodic timer also keeps the worker's timer wheel non-empty. Without
+/// it, arming hyper's per-request header-read timer on an empty wheel unparks
+/// the driver: measured at one extra eventfd write per two requests.
+pub async fn sweep_idle_connections() {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        POOL.with(|pool| {
+            pool.borrow_mut().idle.retain(|_, idle| {
                 idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
                 !idle.is_empty()
             });
-        }
-    });
+        });
+    }
 }
 
 /// A ready connection to `addr`: a pooled one if any is alive, else a new one.
