@@ -454,3 +454,26 @@ fn port_comes_from_label_rgate_port_else_backend_port() {
     );
     assert_eq!(r.json()["backend"], "noport");
 }
+
+#[test]
+#[ignore = "needs Docker: run with RGATE_DOCKER_TESTS=1 --run-ignored all"]
+fn weighted_balancing_follows_the_rgate_weight_label() {
+    let Some(run) = DockerRun::new() else { return };
+    let app = run.unique("weighted");
+    let heavy = run
+        .container("heavy")
+        .production(&app)
+        .label("rgate.weight", "3")
+        .start();
+    let light = run.container("light").production(&app).start();
+    let backend = BackendSpec::new("weighted", &prod(&app)).with_balance("weighted");
+    let gw = Gateway::start(&config_yaml(&[backend], ""));
+    gw.wait_routed_to("/weighted/x", &heavy.name, Instant::now(), SETTLE);
+    gw.wait_routed_to("/weighted/x", &light.name, Instant::now(), SETTLE);
+    // 400 requests are 100 whole cycles of the 3:1 schedule: exact shares.
+    let counts = gw.tally("/weighted/x", 400);
+    assert_eq!(
+        counts,
+        BTreeMap::from([(heavy.name, 300), (light.name, 100)])
+    );
+}

@@ -1,89 +1,164 @@
 //! Balancing policies: which endpoint of a backend takes the next request.
 //!
 //! A closed set, so an enum with static dispatch (no `Box<dyn>` per request).
-//! New policies (round robin, least connections, hashing) add variants here.
+//! Every policy reads only the immutable endpoint set and atomics: a pick
+//! takes no lock. Every policy honours `exclude`, the endpoint a retry must
+//! avoid, whenever another endpoint exists.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use super::endpoint::{Endpoint, EndpointSet};
+use http::header::{HeaderMap, HeaderName, COOKIE};
 
-/// A backend's balancing policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+use super::endpoint::{stable_hash, Endpoint, EndpointSet};
+
+/// A backend's balancing policy (`balance:` in the config).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Balance {
-    /// Uniformly random: the contract's default. Uses a thread-local generator,
-    /// so picking takes no lock and touches no shared cache line.
+    /// Uniformly random: the contract's default.
     #[default]
     Random,
+    /// Each endpoint in turn.
+    RoundRobin,
+    /// The less busy of two random endpoints (power of two choices): close to
+    /// least-connections without scanning every endpoint.
+    LeastConn,
+    /// Smooth weighted round robin, weights from the `rgate.weight` label.
+    Weighted,
+    /// Consistent hashing of a request key: the same key keeps its endpoint,
+    /// and adding or removing one endpoint moves only about 1/N of the keys.
+    Hash(HashOn),
 }
 
-impl Balance {
-    /// Picks an endpoint, skipping `exclude` (the endpoint a retry must avoid)
-    /// when another one exists.
-    pub fn pick(&self, set: &EndpointSet, exclude: Option<&Endpoint>) -> Option<Arc<Endpoint>> {
-        let endpoints = set.endpoints();
-        match self {
-            Balance::Random => {
-                let excluded = exclude.and_then(|ex| {
-                    endpoints
-                        .iter()
-                        .position(|e| std::ptr::eq(Arc::as_ptr(e), ex))
-                });
-                let candidates = endpoints.len() - usize::from(excluded.is_some());
-                if candidates == 0 {
-                    return None;
-                }
-                let mut index = fastrand::usize(..candidates);
-                if excluded.is_some_and(|skip| index >= skip) {
-                    index += 1;
-                }
-                endpoints.get(index).cloned()
-            }
+/// What `hash` balancing hashes. A request without the key is placed at random.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    ClientIp,
+    Header(HeaderName),
+    Cookie(String),
+}
+
+/// What a pick may look at in the request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestKey<'a> {
+    pub client_ip: IpAddr,
+    pub headers: &'a HeaderMap,
+}
+
+/// A policy plus its per-backend state.
+#[derive(Debug, Default)]
+pub struct Balancer {
+    policy: Balance,
+    /// Position in the rotation for `round_robin` and `weighted`.
+    cursor: AtomicUsize,
+}
+
+impl Balancer {
+    pub fn new(policy: Balance) -> Self {
+        Self {
+            policy,
+            cursor: AtomicUsize::new(0),
         }
+    }
+
+    pub fn policy(&self) -> &Balance {
+        &self.policy
+    }
+
+    /// Picks an endpoint for a request, skipping `exclude` when another exists.
+    pub fn pick(
+        &self,
+        set: &EndpointSet,
+        key: RequestKey<'_>,
+        exclude: Option<&Endpoint>,
+    ) -> Option<Arc<Endpoint>> {
+        let endpoints = set.endpoints();
+        let excluded = exclude.and_then(|ex| {
+            endpoints
+                .iter()
+                .position(|e| std::ptr::eq(Arc::as_ptr(e), ex))
+        });
+        let allowed = |i: usize| Some(i) != excluded;
+        let candidates = endpoints.len() - usize::from(excluded.is_some());
+        if candidates == 0 {
+            return None;
+        }
+        let index = match &self.policy {
+            Balance::Random => random_index(endpoints.len(), excluded),
+            Balance::RoundRobin => {
+                let start = self.cursor.fetch_add(1, Relaxed);
+                (0..endpoints.len())
+                    .map(|step| (start + step) % endpoints.len())
+                    .find(|&i| allowed(i))?
+            }
+            Balance::LeastConn => {
+                let first = random_index(endpoints.len(), excluded);
+                if candidates == 1 {
+                    first
+                } else {
+                    // A second, different candidate among the allowed ones.
+                    let mut second = random_index(endpoints.len() - 1, None);
+                    if second >= first {
+                        second += 1;
+                    }
+                    if !allowed(second) {
+                        first
+                    } else if endpoints[second].in_flight() < endpoints[first].in_flight() {
+                        second
+                    } else {
+                        first
+                    }
+                }
+            }
+            Balance::Weighted => {
+                let schedule = set.schedule();
+                let start = self.cursor.fetch_add(1, Relaxed);
+                (0..schedule.len())
+                    .map(|step| schedule[(start + step) % schedule.len()] as usize)
+                    .find(|&i| allowed(i))?
+            }
+            Balance::Hash(on) => match hash_key(on, key) {
+                Some(hash) => {
+                    let ring = set.ring();
+                    let start = ring.partition_point(|&(point, _)| point < hash);
+                    (0..ring.len())
+                        .map(|step| ring[(start + step) % ring.len()].1 as usize)
+                        .find(|&i| allowed(i))?
+                }
+                None => random_index(endpoints.len(), excluded),
+            },
+        };
+        endpoints.get(index).cloned()
+    }
+}
+
+/// A uniformly random index below `len`, never `excluded`.
+fn random_index(len: usize, excluded: Option<usize>) -> usize {
+    let candidates = len - usize::from(excluded.is_some());
+    let index = fastrand::usize(..candidates.max(1));
+    match excluded {
+        Some(skip) if index >= skip => index + 1,
+        _ => index,
+    }
+}
+
+fn hash_key(on: &HashOn, key: RequestKey<'_>) -> Option<u64> {
+    match on {
+        HashOn::ClientIp => Some(stable_hash(key.client_ip)),
+        HashOn::Header(name) => key.headers.get(name).map(|v| stable_hash(v.as_bytes())),
+        HashOn::Cookie(name) => key
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then(|| stable_hash(v.as_bytes()))
+            }),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(n: usize) -> EndpointSet {
-        EndpointSet::new(
-            (0..n)
-                .map(|i| {
-                    let addr = format!("127.0.0.1:{}", 9000 + i).parse().unwrap();
-                    Arc::new(Endpoint::new(addr, format!("e{i}"), format!("e{i}")))
-                })
-                .collect(),
-        )
-    }
-
-    #[test]
-    fn empty_set_has_no_pick() {
-        assert!(Balance::Random.pick(&set(0), None).is_none());
-    }
-
-    #[test]
-    fn random_spreads_over_all_endpoints() {
-        let endpoints = set(3);
-        let mut counts = [0u32; 3];
-        for _ in 0..3000 {
-            let e = Balance::Random.pick(&endpoints, None).unwrap();
-            counts[(e.addr.port() - 9000) as usize] += 1;
-        }
-        // Expected 1000 each; 800 is > 6 standard deviations away.
-        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
-    }
-
-    #[test]
-    fn exclusion_is_honoured_when_another_endpoint_exists() {
-        let endpoints = set(3);
-        let excluded = endpoints.endpoints()[1].clone();
-        for _ in 0..500 {
-            let e = Balance::Random.pick(&endpoints, Some(&excluded)).unwrap();
-            assert!(!Arc::ptr_eq(&e, &excluded));
-        }
-        let single = set(1);
-        let only = single.endpoints()[0].clone();
-        assert!(Balance::Random.pick(&single, Some(&only)).is_none());
-    }
-}
+mod tests;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use self::balance::Balance;
+use self::balance::{Balance, Balancer};
 use self::endpoint::EndpointSet;
 
 /// Where a backend's endpoints come from.
@@ -34,7 +34,7 @@ pub struct DockerSelector {
 pub struct Backend {
     pub name: Arc<str>,
     pub source: Source,
-    pub balance: Balance,
+    pub balancer: Balancer,
     endpoints: ArcSwap<EndpointSet>,
 }
 
@@ -43,7 +43,7 @@ impl Backend {
         Self {
             name: name.into(),
             source,
-            balance,
+            balancer: Balancer::new(balance),
             endpoints: ArcSwap::from_pointee(initial),
         }
     }

@@ -12,11 +12,11 @@ use http::StatusCode;
 
 use super::error::ConfigError;
 use super::file::{
-    AddressModeFile, BackendFile, ConfigFile, DefaultResponseFile, DockerFile, PathMatchFile,
-    RouteFile,
+    AddressModeFile, BackendFile, BalanceFile, ConfigFile, DefaultResponseFile, DockerFile,
+    PathMatchFile, RouteFile,
 };
 use super::Config;
-use crate::backend::balance::Balance;
+use crate::backend::balance::{Balance, HashOn};
 use crate::backend::endpoint::{Endpoint, EndpointSet};
 use crate::backend::{Backend, DockerSelector, Source};
 use crate::discovery::{AddressMode, DockerSettings};
@@ -185,8 +185,11 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             match_labels,
             servers,
             port,
+            balance,
+            hash_on,
         } = backend;
         let key = format!("backends[{i}]");
+        let balance = compile_balance(&key, balance, hash_on.as_deref(), problems);
         if name.is_empty() {
             problems.add(format!("{key}.name"), "must not be empty");
         } else if !names.insert(name.clone()) {
@@ -230,15 +233,57 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             }
         };
         if let Some((source, set)) = source {
-            compiled.push(Arc::new(Backend::new(
-                &name,
-                source,
-                Balance::default(),
-                set,
-            )));
+            compiled.push(Arc::new(Backend::new(&name, source, balance, set)));
         }
     }
     compiled
+}
+
+fn compile_balance(
+    key: &str,
+    balance: BalanceFile,
+    hash_on: Option<&str>,
+    problems: &mut Problems<'_>,
+) -> Balance {
+    match (balance, hash_on) {
+        (BalanceFile::Hash, None) => {
+            problems.add(
+                format!("{key}.hash_on"),
+                "balance: hash needs hash_on (ip, header:NAME or cookie:NAME)",
+            );
+            Balance::Random
+        }
+        (BalanceFile::Hash, Some(on)) => match parse_hash_on(on) {
+            Ok(on) => Balance::Hash(on),
+            Err(problem) => {
+                problems.add(format!("{key}.hash_on"), problem);
+                Balance::Random
+            }
+        },
+        (_, Some(_)) => {
+            problems.add(format!("{key}.hash_on"), "applies only with balance: hash");
+            Balance::Random
+        }
+        (BalanceFile::Random, None) => Balance::Random,
+        (BalanceFile::RoundRobin, None) => Balance::RoundRobin,
+        (BalanceFile::LeastConn, None) => Balance::LeastConn,
+        (BalanceFile::Weighted, None) => Balance::Weighted,
+    }
+}
+
+fn parse_hash_on(text: &str) -> Result<HashOn, String> {
+    match text.split_once(':') {
+        None if text == "ip" => Ok(HashOn::ClientIp),
+        Some(("header", name)) => http::HeaderName::try_from(name.trim())
+            .map(HashOn::Header)
+            .map_err(|_| format!("{name:?} is not a header name")),
+        Some(("cookie", name)) if !name.trim().is_empty() => {
+            Ok(HashOn::Cookie(name.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?} is not one of ip, header:NAME, cookie:NAME"
+        )),
+    }
 }
 
 fn compile_labels(

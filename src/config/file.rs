@@ -55,6 +55,22 @@ pub(crate) struct BackendFile {
     #[serde(default)]
     pub(crate) servers: Vec<String>,
     pub(crate) port: Option<u16>,
+    #[serde(default)]
+    pub(crate) balance: BalanceFile,
+    /// `ip`, `header:NAME` or `cookie:NAME`; required by `balance: hash`.
+    pub(crate) hash_on: Option<String>,
+}
+
+/// A backend's balancing policy.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum BalanceFile {
+    #[default]
+    Random,
+    RoundRobin,
+    LeastConn,
+    Weighted,
+    Hash,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -273,3 +273,62 @@ fn unreadable_file_names_the_file() {
         .to_string()
         .contains("/nonexistent/rgate.yml: cannot read"));
 }
+
+#[test]
+fn balancing_policies_compile() {
+    use crate::backend::balance::{Balance, HashOn};
+    let policy = |extra: &str| {
+        let yaml = format!("backends:\n  - {{name: b, servers: [\"127.0.0.1:1\"], {extra}}}\n");
+        parse(&yaml, Path::new("c.yml")).unwrap().snapshot.backends[0]
+            .balancer
+            .policy()
+            .clone()
+    };
+    assert_eq!(policy("balance: random"), Balance::Random);
+    assert_eq!(policy("balance: round_robin"), Balance::RoundRobin);
+    assert_eq!(policy("balance: least_conn"), Balance::LeastConn);
+    assert_eq!(policy("balance: weighted"), Balance::Weighted);
+    assert_eq!(
+        policy("balance: hash, hash_on: ip"),
+        Balance::Hash(HashOn::ClientIp)
+    );
+    assert_eq!(
+        policy("balance: hash, hash_on: \"header:X-User\""),
+        Balance::Hash(HashOn::Header(http::HeaderName::from_static("x-user")))
+    );
+    assert_eq!(
+        policy("balance: hash, hash_on: \"cookie:session\""),
+        Balance::Hash(HashOn::Cookie("session".into()))
+    );
+}
+
+#[test]
+fn hash_balancing_needs_a_valid_key() {
+    let backend =
+        |extra: &str| format!("backends:\n  - {{name: b, servers: [\"127.0.0.1:1\"], {extra}}}\n");
+    refused(
+        &backend("balance: hash"),
+        "backends[0].hash_on",
+        "needs hash_on",
+    );
+    refused(
+        &backend("balance: hash, hash_on: body"),
+        "backends[0].hash_on",
+        "not one of",
+    );
+    refused(
+        &backend("balance: hash, hash_on: \"header:bad header\""),
+        "backends[0].hash_on",
+        "not a header name",
+    );
+    refused(
+        &backend("balance: round_robin, hash_on: ip"),
+        "backends[0].hash_on",
+        "only with balance: hash",
+    );
+    refused(
+        &backend("balance: fastest"),
+        "backends[0].balance",
+        "unknown variant `fastest`",
+    );
+}

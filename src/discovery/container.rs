@@ -11,6 +11,8 @@ use super::{AddressMode, DockerSettings};
 
 /// The container label that names the port rgate dials.
 pub(crate) const PORT_LABEL: &str = "rgate.port";
+/// The container label that sets its share under `weighted` balancing.
+pub(crate) const WEIGHT_LABEL: &str = "rgate.weight";
 
 /// Docker's view of a container's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,8 @@ pub(crate) struct ContainerFacts {
 pub(crate) enum Unresolvable {
     #[error("label {PORT_LABEL}={0:?} is not a port number")]
     BadPortLabel(String),
+    #[error("label {WEIGHT_LABEL}={0:?} is not a weight (1-100)")]
+    BadWeightLabel(String),
     #[error("exposes several ports {0:?}; set the {PORT_LABEL} label or the backend's port")]
     SeveralPorts(Vec<u16>),
     #[error("exposes no port; set the {PORT_LABEL} label or the backend's port")]
@@ -113,6 +117,19 @@ impl ContainerFacts {
         };
         let ip = ip.ok_or_else(|| Unresolvable::NoAddress(network.clone()))?;
         Ok(SocketAddr::new(ip, port))
+    }
+
+    /// The `rgate.weight` label, 1 when absent.
+    pub(crate) fn weight(&self) -> Result<u32, Unresolvable> {
+        let Some(label) = self.labels.get(WEIGHT_LABEL) else {
+            return Ok(1);
+        };
+        match label.trim().parse::<u32>() {
+            Ok(weight) if (1..=crate::backend::endpoint::MAX_WEIGHT).contains(&weight) => {
+                Ok(weight)
+            }
+            _ => Err(Unresolvable::BadWeightLabel(label.clone())),
+        }
     }
 
     fn port(&self, backend_port: Option<u16>) -> Result<u16, Unresolvable> {

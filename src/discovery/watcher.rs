@@ -363,18 +363,21 @@ impl BackendState {
             self.remove(id, &reason);
             return Ok(());
         }
-        match facts.resolve(self.selector.port, settings) {
-            Ok(addr) => {
+        match facts
+            .resolve(self.selector.port, settings)
+            .and_then(|addr| Ok((addr, facts.weight()?)))
+        {
+            Ok((addr, weight)) => {
                 if self
                     .members
                     .get(id)
-                    .is_some_and(|m| m.endpoint.addr == addr)
+                    .is_some_and(|m| m.endpoint.addr == addr && m.endpoint.weight == weight)
                 {
                     return Ok(());
                 }
                 info!(backend = %self.backend.name, container = %facts.name, %addr, "endpoint added");
                 let stop_signal = facts.stop_signal;
-                let endpoint = Arc::new(Endpoint::new(addr, id, facts.name));
+                let endpoint = Arc::new(Endpoint::new(addr, id, facts.name).with_weight(weight));
                 self.members.insert(
                     id.to_owned(),
                     Member {

@@ -23,6 +23,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use crate::backend::endpoint::InFlight;
+
 /// How long an idle pooled connection is trusted. Upstreams commonly close idle
 /// keep-alive connections after 60–75 s; staying under that avoids most races.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
@@ -201,13 +203,16 @@ async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Connecti
 pub struct PooledBody {
     inner: Incoming,
     connection: Option<Connection>,
+    /// Counts the exchange as in flight on its endpoint until the body ends.
+    _in_flight: Option<InFlight>,
 }
 
 impl PooledBody {
-    pub fn new(inner: Incoming, connection: Connection) -> Self {
+    pub fn new(inner: Incoming, connection: Connection, in_flight: Option<InFlight>) -> Self {
         Self {
             inner,
             connection: Some(connection),
+            _in_flight: in_flight,
         }
     }
 }

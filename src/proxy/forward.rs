@@ -12,7 +12,8 @@ use hyper::body::Incoming;
 use super::client::{self, ConnectError, Connection, PooledBody, RequestBody};
 use super::headers::{self, ClientAddr, X_REQUEST_ID};
 use super::Gateway;
-use crate::backend::endpoint::Endpoint;
+use crate::backend::balance::{Balance, RequestKey};
+use crate::backend::endpoint::{Endpoint, InFlight};
 use crate::backend::Backend;
 use crate::error::GatewayError;
 use crate::response::ResponseBody;
@@ -71,9 +72,15 @@ pub(super) async fn forward(
 
     let (first, others) = {
         let endpoints = backend.endpoints();
-        let first = backend.balance.pick(&endpoints, None);
+        let key = RequestKey {
+            client_ip: client.ip,
+            headers: &parts.headers,
+        };
+        let first = backend.balancer.pick(&endpoints, key, None);
         (first, endpoints.len() > 1)
     };
+    // Only least_conn reads in-flight counts: other policies skip the shared counter.
+    let track = *backend.balancer.policy() == Balance::LeastConn;
     let first = first.ok_or_else(|| GatewayError::NoEndpoints {
         backend: backend.name.clone(),
     })?;
@@ -82,10 +89,8 @@ pub(super) async fn forward(
     let replay = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| copy_head(&parts));
     let request = Request::from_parts(parts, RequestBody::Incoming(body));
 
-    let failure = match attempt(gateway, &first, request).await {
-        Ok((response, connection)) => {
-            return Ok(into_client_response(response, connection, request_id))
-        }
+    let failure = match attempt(gateway, &first, track, request).await {
+        Ok(exchange) => return Ok(into_client_response(exchange, request_id)),
         Err(failure) => failure,
     };
     let retry_request = match failure.unsent {
@@ -95,10 +100,14 @@ pub(super) async fn forward(
     };
     // A different endpoint when there is one; the same one only when the
     // failure was a pooled connection the upstream had already closed.
-    let target = match retry_request {
-        Some(_) if others => {
+    let target = match &retry_request {
+        Some(request) if others => {
             let endpoints = backend.endpoints();
-            backend.balance.pick(&endpoints, Some(&first))
+            let key = RequestKey {
+                client_ip: client.ip,
+                headers: request.headers(),
+            };
+            backend.balancer.pick(&endpoints, key, Some(&first))
         }
         Some(_) if failure.reused => Some(first),
         _ => None,
@@ -106,17 +115,26 @@ pub(super) async fn forward(
     let (Some(request), Some(target)) = (retry_request, target) else {
         return Err(failure.kind.into_error(&backend.name));
     };
-    match attempt(gateway, &target, request).await {
-        Ok((response, connection)) => Ok(into_client_response(response, connection, request_id)),
+    match attempt(gateway, &target, track, request).await {
+        Ok(exchange) => Ok(into_client_response(exchange, request_id)),
         Err(failure) => Err(failure.kind.into_error(&backend.name)),
     }
 }
 
+/// A response head and what must live as long as its body.
+struct Exchange {
+    response: Response<Incoming>,
+    connection: Connection,
+    in_flight: Option<InFlight>,
+}
+
 async fn attempt(
     gateway: &Gateway,
-    endpoint: &Endpoint,
+    endpoint: &Arc<Endpoint>,
+    track: bool,
     request: Request<RequestBody>,
-) -> Result<(Response<Incoming>, Connection), Failure> {
+) -> Result<Exchange, Failure> {
+    let in_flight = track.then(|| endpoint.start_request());
     let mut connection = match client::checkout(endpoint.addr, gateway.connect_timeout).await {
         Ok(connection) => connection,
         Err(error) => {
@@ -129,7 +147,11 @@ async fn attempt(
     };
     let reused = connection.reused;
     match connection.sender().try_send_request(request).await {
-        Ok(response) => Ok((response, connection)),
+        Ok(response) => Ok(Exchange {
+            response,
+            connection,
+            in_flight,
+        }),
         Err(mut error) => {
             let unsent = error.take_message();
             let error = error.into_error();
@@ -196,16 +218,17 @@ fn copy_head(parts: &http::request::Parts) -> Request<RequestBody> {
     copy
 }
 
-fn into_client_response(
-    response: Response<Incoming>,
-    connection: Connection,
-    request_id: HeaderValue,
-) -> Response<ResponseBody> {
+fn into_client_response(exchange: Exchange, request_id: HeaderValue) -> Response<ResponseBody> {
+    let Exchange {
+        response,
+        connection,
+        in_flight,
+    } = exchange;
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id);
     Response::from_parts(
         parts,
-        ResponseBody::Upstream(PooledBody::new(body, connection)),
+        ResponseBody::Upstream(PooledBody::new(body, connection, in_flight)),
     )
 }

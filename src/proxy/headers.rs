@@ -48,16 +48,20 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// What rgate knows about the client connection, computed once per connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientAddr {
+    pub(crate) ip: std::net::IpAddr,
     /// The peer IP as a header value, shared by every request on the connection.
-    pub(crate) ip: HeaderValue,
+    pub(crate) header: HeaderValue,
 }
 
 impl ClientAddr {
     pub(crate) fn new(peer: std::net::SocketAddr) -> Self {
         let text = peer.ip().to_string();
-        let ip = HeaderValue::from_maybe_shared(Bytes::from(text))
+        let header = HeaderValue::from_maybe_shared(Bytes::from(text))
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { ip }
+        Self {
+            ip: peer.ip(),
+            header,
+        }
     }
 }
 
@@ -69,13 +73,14 @@ pub(crate) fn set_forwarded(
     host: Option<HeaderValue>,
 ) {
     let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        None => client.ip.clone(),
+        None => client.header.clone(),
         Some(previous) => {
-            let mut joined = BytesMut::with_capacity(previous.len() + 2 + client.ip.len());
+            let mut joined = BytesMut::with_capacity(previous.len() + 2 + client.header.len());
             joined.put_slice(previous.as_bytes());
             joined.put_slice(b", ");
-            joined.put_slice(client.ip.as_bytes());
-            HeaderValue::from_maybe_shared(joined.freeze()).unwrap_or_else(|_| client.ip.clone())
+            joined.put_slice(client.header.as_bytes());
+            HeaderValue::from_maybe_shared(joined.freeze())
+                .unwrap_or_else(|_| client.header.clone())
         }
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);

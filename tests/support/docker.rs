@@ -446,6 +446,7 @@ pub(crate) struct BackendSpec {
     pub(crate) path_prefix: String,
     pub(crate) match_labels: Vec<String>,
     pub(crate) port: Option<u16>,
+    pub(crate) balance: Option<String>,
 }
 
 impl BackendSpec {
@@ -456,7 +457,14 @@ impl BackendSpec {
             path_prefix: format!("/{name}"),
             match_labels: labels.to_vec(),
             port: None,
+            balance: None,
         }
+    }
+
+    /// Sets the backend's `balance:` policy.
+    pub(crate) fn with_balance(mut self, balance: &str) -> BackendSpec {
+        self.balance = Some(balance.to_owned());
+        self
     }
 
     /// Sets the backend's `port:` key.
@@ -493,6 +501,9 @@ pub(crate) fn config_yaml(backends: &[BackendSpec], extra: &str) -> String {
         }
         if let Some(port) = b.port {
             let _ = writeln!(y, "    port: {port}");
+        }
+        if let Some(balance) = &b.balance {
+            let _ = writeln!(y, "    balance: {balance}");
         }
     }
     y.push_str(extra);

@@ -205,3 +205,17 @@ fn starting_unhealthy_and_paused_containers_are_not_ready() {
     )
     .ready());
 }
+
+#[test]
+fn weight_comes_from_the_rgate_weight_label() {
+    let weight = |labels| inspect(labels, &[], "host", json!({})).weight();
+    assert_eq!(weight(json!({})), Ok(1));
+    assert_eq!(weight(json!({"rgate.weight": "3"})), Ok(3));
+    for bad in ["0", "101", "heavy", "-1"] {
+        assert_eq!(
+            weight(json!({"rgate.weight": bad})),
+            Err(Unresolvable::BadWeightLabel(bad.into())),
+            "{bad}"
+        );
+    }
+}
