@@ -27,6 +27,8 @@ pub enum GatewayError {
         #[source]
         source: hyper::Error,
     },
+    #[error("backend {backend}: no response head within the route's timeout")]
+    UpstreamTimeout { backend: Arc<str> },
     #[error("backend {backend}: invalid response: {source}")]
     BadResponse {
         backend: Arc<str>,
@@ -62,6 +64,10 @@ impl GatewayError {
             // Contract: a container that breaks the connection is down → 503.
             GatewayError::UpstreamReset { backend, .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "upstream_reset", backend)
+            }
+            // The upstream took the request but did not answer in time (RFC 9110 §15.6.5).
+            GatewayError::UpstreamTimeout { backend } => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", backend)
             }
             // The upstream answered, but not with HTTP: a gateway error proper.
             GatewayError::BadResponse { backend, .. } => {

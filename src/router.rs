@@ -3,6 +3,13 @@
 //! Pure and synchronous: no sockets, so it is unit-tested and benchmarked directly.
 //! Paths reaching [`Router::find`] are already normalised (see `proxy::normalize`).
 
+use std::time::Duration;
+
+/// A route's timeout when the config sets none: generous, for slow APIs.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a response body may stall between frames when the config sets none.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How a route's prefix is compared with a request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathMatch {
@@ -20,6 +27,10 @@ pub struct Route {
     pub path_match: PathMatch,
     /// Index into the snapshot's backend list.
     pub backend: usize,
+    /// Limit for the upstream's response head, from the request's arrival.
+    pub timeout: Duration,
+    /// Limit for a pause between two frames of the upstream's response body.
+    pub idle_timeout: Duration,
 }
 
 impl Route {
@@ -71,6 +82,8 @@ mod tests {
             prefix: prefix.into(),
             path_match,
             backend,
+            timeout: DEFAULT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 

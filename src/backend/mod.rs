@@ -4,11 +4,16 @@ pub mod balance;
 pub mod endpoint;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use self::balance::{Balance, Balancer};
 use self::endpoint::EndpointSet;
+
+/// How long rgate waits to open a connection to an endpoint before calling
+/// it down, when the config sets no `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where a backend's endpoints come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +40,7 @@ pub struct Backend {
     pub name: Arc<str>,
     pub source: Source,
     pub balancer: Balancer,
+    pub connect_timeout: Duration,
     endpoints: ArcSwap<EndpointSet>,
 }
 
@@ -44,8 +50,14 @@ impl Backend {
             name: name.into(),
             source,
             balancer: Balancer::new(balance),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             endpoints: ArcSwap::from_pointee(initial),
         }
+    }
+
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// The current endpoint set (a cheap guard; do not hold it across an await).

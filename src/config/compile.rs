@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
+use super::duration::ConfigDuration;
 use super::error::ConfigError;
 use super::file::{
     AddressModeFile, BackendFile, BalanceFile, ConfigFile, DefaultResponseFile, DockerFile,
@@ -18,9 +19,10 @@ use super::file::{
 use super::Config;
 use crate::backend::balance::{Balance, HashOn};
 use crate::backend::endpoint::{Endpoint, EndpointSet};
+use crate::backend::DEFAULT_CONNECT_TIMEOUT;
 use crate::backend::{Backend, DockerSelector, Source};
 use crate::discovery::{AddressMode, DockerSettings};
-use crate::router::{PathMatch, Route, Router};
+use crate::router::{PathMatch, Route, Router, DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT};
 use crate::snapshot::{DefaultResponse, Snapshot};
 
 /// Paths rgate answers itself; routes may not claim them.
@@ -91,6 +93,8 @@ fn compile_routes(
             path_prefix,
             backend,
             path_match,
+            timeout,
+            idle_timeout,
         } = route;
         let key = format!("routes[{i}]");
         let mut ok = true;
@@ -111,6 +115,18 @@ fn compile_routes(
                 format!("unknown backend {backend:?}"),
             );
         }
+        let timeout = positive(
+            &mut *problems,
+            format!("{key}.timeout"),
+            timeout,
+            DEFAULT_TIMEOUT,
+        );
+        let idle_timeout = positive(
+            &mut *problems,
+            format!("{key}.idle_timeout"),
+            idle_timeout,
+            DEFAULT_IDLE_TIMEOUT,
+        );
         if let (true, Some(backend)) = (ok, backend_index) {
             compiled.push(Route {
                 prefix: path_prefix.into(),
@@ -119,6 +135,8 @@ fn compile_routes(
                     PathMatchFile::Segment => PathMatch::Segment,
                 },
                 backend,
+                timeout,
+                idle_timeout,
             });
         }
     }
@@ -185,11 +203,18 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             match_labels,
             servers,
             port,
+            connect_timeout,
             balance,
             hash_on,
         } = backend;
         let key = format!("backends[{i}]");
         let balance = compile_balance(&key, balance, hash_on.as_deref(), problems);
+        let connect_timeout = positive(
+            &mut *problems,
+            format!("{key}.connect_timeout"),
+            connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        );
         if name.is_empty() {
             problems.add(format!("{key}.name"), "must not be empty");
         } else if !names.insert(name.clone()) {
@@ -233,10 +258,29 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             }
         };
         if let Some((source, set)) = source {
-            compiled.push(Arc::new(Backend::new(&name, source, balance, set)));
+            compiled.push(Arc::new(
+                Backend::new(&name, source, balance, set).with_connect_timeout(connect_timeout),
+            ));
         }
     }
     compiled
+}
+
+/// An optional duration that must be greater than zero when given.
+fn positive(
+    problems: &mut Problems<'_>,
+    path: String,
+    value: Option<ConfigDuration>,
+    default: Duration,
+) -> Duration {
+    match value {
+        None => default,
+        Some(ConfigDuration(duration)) if duration.is_zero() => {
+            problems.add(path, "must be greater than zero");
+            default
+        }
+        Some(ConfigDuration(duration)) => duration,
+    }
 }
 
 fn compile_balance(

@@ -25,6 +25,10 @@ pub(crate) struct RouteFile {
     pub(crate) backend: String,
     #[serde(default)]
     pub(crate) path_match: PathMatchFile,
+    /// Limit for the upstream's response head (default 30s).
+    pub(crate) timeout: Option<ConfigDuration>,
+    /// Limit for a pause in the upstream's response body (default 60s).
+    pub(crate) idle_timeout: Option<ConfigDuration>,
 }
 
 /// How `path_prefix` is compared with the request path.
@@ -55,6 +59,8 @@ pub(crate) struct BackendFile {
     #[serde(default)]
     pub(crate) servers: Vec<String>,
     pub(crate) port: Option<u16>,
+    /// Limit for opening a connection to an endpoint (default 1s).
+    pub(crate) connect_timeout: Option<ConfigDuration>,
     #[serde(default)]
     pub(crate) balance: BalanceFile,
     /// `ip`, `header:NAME` or `cookie:NAME`; required by `balance: hash`.

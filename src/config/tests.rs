@@ -332,3 +332,46 @@ fn hash_balancing_needs_a_valid_key() {
         "unknown variant `fastest`",
     );
 }
+
+#[test]
+fn timeouts_must_be_positive_durations() {
+    let yaml = |route: &str, backend: &str| {
+        format!("routes:\n  - {{path_prefix: /, backend: b{route}}}\nbackends:\n  - {{name: b, servers: [\"127.0.0.1:1\"]{backend}}}\n")
+    };
+    refused(
+        &yaml(", timeout: 0s", ""),
+        "routes[0].timeout",
+        "greater than zero",
+    );
+    refused(
+        &yaml(", idle_timeout: 0ms", ""),
+        "routes[0].idle_timeout",
+        "greater than zero",
+    );
+    refused(
+        &yaml("", ", connect_timeout: 0s"),
+        "backends[0].connect_timeout",
+        "greater than zero",
+    );
+    refused(&yaml(", timeout: 5", ""), "routes[0].timeout", "no unit");
+    let config = parse(
+        &yaml(
+            ", timeout: 2s, idle_timeout: 500ms",
+            ", connect_timeout: 100ms",
+        ),
+        Path::new("c.yml"),
+    )
+    .unwrap();
+    let route = &config.snapshot.router.routes()[0];
+    assert_eq!(
+        (route.timeout, route.idle_timeout),
+        (
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_millis(500)
+        )
+    );
+    assert_eq!(
+        config.snapshot.backends[0].connect_timeout,
+        std::time::Duration::from_millis(100)
+    );
+}

@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -197,47 +198,85 @@ async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Connecti
     })
 }
 
+/// Why a response body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    #[error("the upstream response body stalled for more than {0:?}")]
+    IdleTimeout(Duration),
+}
+
 /// An upstream response body that gives its connection back to the pool once
-/// read to the end.
+/// read to the end, and gives up on an upstream that stalls mid-body.
 #[derive(Debug)]
 pub struct PooledBody {
     inner: Incoming,
     connection: Option<Connection>,
     /// Counts the exchange as in flight on its endpoint until the body ends.
     _in_flight: Option<InFlight>,
+    idle_timeout: Duration,
+    /// Armed on the first stall only: bodies that never wait pay nothing.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl PooledBody {
-    pub fn new(inner: Incoming, connection: Connection, in_flight: Option<InFlight>) -> Self {
+    pub fn new(
+        inner: Incoming,
+        connection: Connection,
+        in_flight: Option<InFlight>,
+        idle_timeout: Duration,
+    ) -> Self {
         Self {
             inner,
             connection: Some(connection),
             _in_flight: in_flight,
+            idle_timeout,
+            idle: None,
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 if let Some(connection) = this.connection.take() {
                     check_in(connection);
                 }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(idle) = &mut this.idle {
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle_timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
             // A broken body means a broken connection: never pool it.
-            Poll::Ready(Some(Err(_))) => this.connection = None,
-            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+            Poll::Ready(Some(Err(error))) => {
+                this.connection = None;
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if idle.as_mut().poll(cx).is_ready() {
+                    this.connection = None;
+                    return Poll::Ready(Some(Err(BodyError::IdleTimeout(timeout))));
+                }
+                Poll::Pending
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -8,15 +8,16 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use tokio::time::{timeout_at, Instant};
 
 use super::client::{self, ConnectError, Connection, PooledBody, RequestBody};
 use super::headers::{self, ClientAddr, X_REQUEST_ID};
-use super::Gateway;
 use crate::backend::balance::{Balance, RequestKey};
 use crate::backend::endpoint::{Endpoint, InFlight};
 use crate::backend::Backend;
 use crate::error::GatewayError;
 use crate::response::ResponseBody;
+use crate::router::Route;
 
 /// Why one attempt failed, and whether the request can still be sent.
 struct Failure {
@@ -60,7 +61,7 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 pub(super) async fn forward(
-    gateway: &Gateway,
+    route: &Route,
     backend: &Backend,
     client: &ClientAddr,
     request: Request<Incoming>,
@@ -89,9 +90,15 @@ pub(super) async fn forward(
     let replay = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| copy_head(&parts));
     let request = Request::from_parts(parts, RequestBody::Incoming(body));
 
-    let failure = match attempt(gateway, &first, track, request).await {
-        Ok(exchange) => return Ok(into_client_response(exchange, request_id)),
-        Err(failure) => failure,
+    // One deadline for the response head, across both attempts.
+    let deadline = Instant::now() + route.timeout;
+    let timed_out = || GatewayError::UpstreamTimeout {
+        backend: backend.name.clone(),
+    };
+    let failure = match timeout_at(deadline, attempt(backend, &first, track, request)).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Ok(exchange)) => return Ok(into_client_response(exchange, request_id, route)),
+        Ok(Err(failure)) => failure,
     };
     let retry_request = match failure.unsent {
         Some(request) => Some(request),
@@ -115,9 +122,10 @@ pub(super) async fn forward(
     let (Some(request), Some(target)) = (retry_request, target) else {
         return Err(failure.kind.into_error(&backend.name));
     };
-    match attempt(gateway, &target, track, request).await {
-        Ok(exchange) => Ok(into_client_response(exchange, request_id)),
-        Err(failure) => Err(failure.kind.into_error(&backend.name)),
+    match timeout_at(deadline, attempt(backend, &target, track, request)).await {
+        Err(_) => Err(timed_out()),
+        Ok(Ok(exchange)) => Ok(into_client_response(exchange, request_id, route)),
+        Ok(Err(failure)) => Err(failure.kind.into_error(&backend.name)),
     }
 }
 
@@ -129,13 +137,13 @@ struct Exchange {
 }
 
 async fn attempt(
-    gateway: &Gateway,
+    backend: &Backend,
     endpoint: &Arc<Endpoint>,
     track: bool,
     request: Request<RequestBody>,
 ) -> Result<Exchange, Failure> {
     let in_flight = track.then(|| endpoint.start_request());
-    let mut connection = match client::checkout(endpoint.addr, gateway.connect_timeout).await {
+    let mut connection = match client::checkout(endpoint.addr, backend.connect_timeout).await {
         Ok(connection) => connection,
         Err(error) => {
             return Err(Failure {
@@ -218,7 +226,11 @@ fn copy_head(parts: &http::request::Parts) -> Request<RequestBody> {
     copy
 }
 
-fn into_client_response(exchange: Exchange, request_id: HeaderValue) -> Response<ResponseBody> {
+fn into_client_response(
+    exchange: Exchange,
+    request_id: HeaderValue,
+    route: &Route,
+) -> Response<ResponseBody> {
     let Exchange {
         response,
         connection,
@@ -229,6 +241,11 @@ fn into_client_response(exchange: Exchange, request_id: HeaderValue) -> Response
     parts.headers.insert(X_REQUEST_ID.clone(), request_id);
     Response::from_parts(
         parts,
-        ResponseBody::Upstream(PooledBody::new(body, connection, in_flight)),
+        ResponseBody::Upstream(PooledBody::new(
+            body,
+            connection,
+            in_flight,
+            route.idle_timeout,
+        )),
     )
 }

@@ -19,7 +19,7 @@ pub(crate) mod headers;
 pub mod normalize;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -32,15 +32,11 @@ use crate::snapshot::SnapshotHandle;
 
 use self::headers::ClientAddr;
 
-/// How long rgate waits to open a connection to an endpoint before calling it down.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
 /// The gateway shared by every worker: the current snapshot and the stats.
 #[derive(Debug)]
 pub struct Gateway {
     snapshot: Arc<SnapshotHandle>,
     stats: Stats,
-    connect_timeout: Duration,
 }
 
 /// Per-connection context: the gateway, the worker's stats shard, the peer.
@@ -78,11 +74,7 @@ impl Drop for Outcome<'_> {
 
 impl Gateway {
     pub fn new(snapshot: Arc<SnapshotHandle>, stats: Stats) -> Self {
-        Self {
-            snapshot,
-            stats,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-        }
+        Self { snapshot, stats }
     }
 
     /// Answers one client request. Never fails: every error is a response here.
@@ -108,15 +100,9 @@ impl Gateway {
             None => response::default_response(&snapshot.default_response),
             Some(route) => {
                 let backend = &snapshot.backends[route.backend];
-                forward::forward(
-                    gateway,
-                    backend,
-                    &ctx.client,
-                    request,
-                    normalized.as_deref(),
-                )
-                .await
-                .unwrap_or_else(GatewayError::into_response)
+                forward::forward(route, backend, &ctx.client, request, normalized.as_deref())
+                    .await
+                    .unwrap_or_else(GatewayError::into_response)
             }
         };
         outcome.status = Some(response.status());
