@@ -13,6 +13,8 @@ use crate::response::ResponseBody;
 pub enum GatewayError {
     #[error("backend {backend}: no endpoints")]
     NoEndpoints { backend: Arc<str> },
+    #[error("backend {backend}: max_in_flight reached")]
+    Saturated { backend: Arc<str> },
     #[error("backend {backend}: connect failed: {source}")]
     UpstreamConnect {
         backend: Arc<str>,
@@ -52,6 +54,12 @@ impl GatewayError {
             GatewayError::NoEndpoints { backend } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_endpoints", backend)
             }
+            // The bulkhead is full: refuse at once rather than queue (RFC 9110 §15.6.4).
+            GatewayError::Saturated { backend } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend_saturated",
+                backend,
+            ),
             // Contract: a container that refuses the connection is down → 503.
             GatewayError::UpstreamConnect { backend, .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "connect_failed", backend)

@@ -3,6 +3,7 @@
 pub mod balance;
 pub mod endpoint;
 
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub struct Backend {
     pub source: Source,
     pub balancer: Balancer,
     pub connect_timeout: Duration,
+    /// Bulkhead: requests allowed in flight at once; excess ones are refused.
+    max_in_flight: Option<u32>,
+    in_flight: AtomicU32,
     endpoints: ArcSwap<EndpointSet>,
 }
 
@@ -51,6 +55,8 @@ impl Backend {
             source,
             balancer: Balancer::new(balance),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_in_flight: None,
+            in_flight: AtomicU32::new(0),
             endpoints: ArcSwap::from_pointee(initial),
         }
     }
@@ -58,6 +64,25 @@ impl Backend {
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
+    }
+
+    pub fn with_max_in_flight(mut self, max: Option<u32>) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
+    /// Admits a request under the bulkhead, or refuses it at once: a saturated
+    /// backend must not queue work or hold connections that others need.
+    /// `Ok(None)` when the backend has no bulkhead (nothing is counted).
+    pub fn admit(self: &Arc<Self>) -> Result<Option<Admission>, Saturated> {
+        let Some(max) = self.max_in_flight else {
+            return Ok(None);
+        };
+        if self.in_flight.fetch_add(1, Relaxed) >= max {
+            self.in_flight.fetch_sub(1, Relaxed);
+            return Err(Saturated);
+        }
+        Ok(Some(Admission(self.clone())))
     }
 
     /// The current endpoint set (a cheap guard; do not hold it across an await).
@@ -68,5 +93,48 @@ impl Backend {
     /// Publishes a new endpoint set; requests already in flight keep the old one.
     pub fn set_endpoints(&self, set: EndpointSet) {
         self.endpoints.store(Arc::new(set));
+    }
+}
+
+/// The bulkhead of a backend is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saturated;
+
+/// One request admitted under a backend's bulkhead, until dropped.
+#[derive(Debug)]
+pub struct Admission(Arc<Backend>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bulkhead_admits_up_to_its_limit_and_frees_slots_on_drop() {
+        let backend = Arc::new(
+            Backend::new("b", Source::Static, Balance::Random, EndpointSet::default())
+                .with_max_in_flight(Some(2)),
+        );
+        let first = backend.admit().unwrap();
+        let second = backend.admit().unwrap();
+        assert_eq!(backend.admit().unwrap_err(), Saturated);
+        drop(first);
+        assert!(backend.admit().unwrap().is_some());
+        drop(second);
+        let unlimited = Arc::new(Backend::new(
+            "u",
+            Source::Static,
+            Balance::Random,
+            EndpointSet::default(),
+        ));
+        assert!(
+            unlimited.admit().unwrap().is_none(),
+            "no bulkhead, nothing counted"
+        );
     }
 }

@@ -204,10 +204,14 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             servers,
             port,
             connect_timeout,
+            max_in_flight,
             balance,
             hash_on,
         } = backend;
         let key = format!("backends[{i}]");
+        if max_in_flight == Some(0) {
+            problems.add(format!("{key}.max_in_flight"), "must be at least 1");
+        }
         let balance = compile_balance(&key, balance, hash_on.as_deref(), problems);
         let connect_timeout = positive(
             &mut *problems,
@@ -259,7 +263,9 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
         };
         if let Some((source, set)) = source {
             compiled.push(Arc::new(
-                Backend::new(&name, source, balance, set).with_connect_timeout(connect_timeout),
+                Backend::new(&name, source, balance, set)
+                    .with_connect_timeout(connect_timeout)
+                    .with_max_in_flight(max_in_flight),
             ));
         }
     }

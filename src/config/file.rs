@@ -61,6 +61,8 @@ pub(crate) struct BackendFile {
     pub(crate) port: Option<u16>,
     /// Limit for opening a connection to an endpoint (default 1s).
     pub(crate) connect_timeout: Option<ConfigDuration>,
+    /// Bulkhead: requests in flight at once (default unlimited).
+    pub(crate) max_in_flight: Option<u32>,
     #[serde(default)]
     pub(crate) balance: BalanceFile,
     /// `ip`, `header:NAME` or `cookie:NAME`; required by `balance: hash`.

@@ -375,3 +375,12 @@ fn timeouts_must_be_positive_durations() {
         std::time::Duration::from_millis(100)
     );
 }
+
+#[test]
+fn max_in_flight_must_be_at_least_one() {
+    refused(
+        "backends:\n  - {name: b, servers: [\"127.0.0.1:1\"], max_in_flight: 0}\n",
+        "backends[0].max_in_flight",
+        "at least 1",
+    );
+}

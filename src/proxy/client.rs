@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::backend::endpoint::InFlight;
+use crate::backend::Admission;
 
 /// How long an idle pooled connection is trusted. Upstreams commonly close idle
 /// keep-alive connections after 60–75 s; staying under that avoids most races.
@@ -198,6 +199,15 @@ async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Connecti
     })
 }
 
+/// What an exchange counts against until its response body ends.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The endpoint's in-flight count (least_conn).
+    pub in_flight: Option<InFlight>,
+    /// A slot in the backend's bulkhead (max_in_flight).
+    pub admission: Option<Admission>,
+}
+
 /// Why a response body stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -213,8 +223,8 @@ pub enum BodyError {
 pub struct PooledBody {
     inner: Incoming,
     connection: Option<Connection>,
-    /// Counts the exchange as in flight on its endpoint until the body ends.
-    _in_flight: Option<InFlight>,
+    /// Counters the exchange occupies until its body ends.
+    _held: Held,
     idle_timeout: Duration,
     /// Armed on the first stall only: bodies that never wait pay nothing.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -224,13 +234,13 @@ impl PooledBody {
     pub fn new(
         inner: Incoming,
         connection: Connection,
-        in_flight: Option<InFlight>,
+        held: Held,
         idle_timeout: Duration,
     ) -> Self {
         Self {
             inner,
             connection: Some(connection),
-            _in_flight: in_flight,
+            _held: held,
             idle_timeout,
             idle: None,
         }

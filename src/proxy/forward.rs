@@ -10,11 +10,11 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::{timeout_at, Instant};
 
-use super::client::{self, ConnectError, Connection, PooledBody, RequestBody};
+use super::client::{self, ConnectError, Connection, Held, PooledBody, RequestBody};
 use super::headers::{self, ClientAddr, X_REQUEST_ID};
 use crate::backend::balance::{Balance, RequestKey};
 use crate::backend::endpoint::{Endpoint, InFlight};
-use crate::backend::Backend;
+use crate::backend::{Admission, Backend, Saturated};
 use crate::error::GatewayError;
 use crate::response::ResponseBody;
 use crate::router::Route;
@@ -62,11 +62,16 @@ fn is_idempotent(method: &Method) -> bool {
 
 pub(super) async fn forward(
     route: &Route,
-    backend: &Backend,
+    backend: &Arc<Backend>,
     client: &ClientAddr,
     request: Request<Incoming>,
     normalized_path: Option<&str>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    let admission = backend
+        .admit()
+        .map_err(|Saturated| GatewayError::Saturated {
+            backend: backend.name.clone(),
+        })?;
     let (mut parts, body) = request.into_parts();
     let request_id = headers::request_id(&parts.headers);
     prepare_upstream_request(&mut parts, client, normalized_path, &request_id);
@@ -97,7 +102,9 @@ pub(super) async fn forward(
     };
     let failure = match timeout_at(deadline, attempt(backend, &first, track, request)).await {
         Err(_) => return Err(timed_out()),
-        Ok(Ok(exchange)) => return Ok(into_client_response(exchange, request_id, route)),
+        Ok(Ok(exchange)) => {
+            return Ok(into_client_response(exchange, admission, request_id, route))
+        }
         Ok(Err(failure)) => failure,
     };
     let retry_request = match failure.unsent {
@@ -124,7 +131,7 @@ pub(super) async fn forward(
     };
     match timeout_at(deadline, attempt(backend, &target, track, request)).await {
         Err(_) => Err(timed_out()),
-        Ok(Ok(exchange)) => Ok(into_client_response(exchange, request_id, route)),
+        Ok(Ok(exchange)) => Ok(into_client_response(exchange, admission, request_id, route)),
         Ok(Err(failure)) => Err(failure.kind.into_error(&backend.name)),
     }
 }
@@ -228,6 +235,7 @@ fn copy_head(parts: &http::request::Parts) -> Request<RequestBody> {
 
 fn into_client_response(
     exchange: Exchange,
+    admission: Option<Admission>,
     request_id: HeaderValue,
     route: &Route,
 ) -> Response<ResponseBody> {
@@ -244,7 +252,10 @@ fn into_client_response(
         ResponseBody::Upstream(PooledBody::new(
             body,
             connection,
-            in_flight,
+            Held {
+                in_flight,
+                admission,
+            },
             route.idle_timeout,
         )),
     )

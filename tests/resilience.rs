@@ -1,0 +1,60 @@
+//! Containment over real sockets: a saturated backend refuses at once instead
+//! of queueing, and frees its slots when requests finish.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/gateway.rs"]
+mod gateway;
+
+use std::time::{Duration, Instant};
+
+use gateway::*;
+use rgate_upstream::{Config as UpstreamConfig, Upstream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bulkhead_refuses_excess_requests_at_once() {
+    let up = Upstream::spawn(UpstreamConfig::default()).await.unwrap();
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /, backend: app}}\n\
+         backends:\n  - {{name: app, servers: [\"{}\"], max_in_flight: 2}}\n",
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = gw.addr;
+            tokio::spawn(async move { fetch(addr, "/slow/600").await.0 })
+        })
+        .collect();
+    // Wait until both slow requests occupy the bulkhead.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.requests() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "slow requests never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..4 {
+        let started = Instant::now();
+        let (status, _, body) = fetch(gw.addr, "/fast").await;
+        assert_eq!(status, 503);
+        assert_eq!(
+            json(&body),
+            serde_json::json!({"error": "backend_saturated", "backend": "app"})
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "refused without queueing"
+        );
+    }
+    for request in slow {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(
+        up.requests(),
+        2,
+        "refused requests never reached the upstream"
+    );
+    // Slots are free again once the slow responses finished.
+    assert_eq!(fetch(gw.addr, "/fast").await.0, 200);
+}
