@@ -58,3 +58,49 @@ async fn the_bulkhead_refuses_excess_requests_at_once() {
     // Slots are free again once the slow responses finished.
     assert_eq!(fetch(gw.addr, "/fast").await.0, 200);
 }
+
+#[tokio::test]
+async fn a_failing_endpoint_is_ejected_after_consecutive_errors_and_rejoins() {
+    let bad = Upstream::spawn(UpstreamConfig {
+        name: "bad".into(),
+        error_rate: 1.0,
+        ..UpstreamConfig::default()
+    })
+    .await
+    .unwrap();
+    let good = Upstream::spawn(UpstreamConfig {
+        name: "good".into(),
+        ..UpstreamConfig::default()
+    })
+    .await
+    .unwrap();
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /, backend: app}}\n\
+         backends:\n  - name: app\n    servers: [\"{}\", \"{}\"]\n    balance: round_robin\n    \
+         outlier: {{consecutive_errors: 3, eject_for: 500ms, max_ejected_percent: 50}}\n",
+        bad.addr(),
+        good.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut client = Client::connect(gw.addr).await;
+    let mut errors = 0;
+    for _ in 0..40 {
+        if client.get("/x").await.0 == 503 {
+            errors += 1;
+        }
+    }
+    assert_eq!(
+        bad.requests(),
+        3,
+        "ejected after its third failure in a row"
+    );
+    assert_eq!(errors, 3, "only the requests that ejected it failed");
+    assert_eq!(good.requests(), 37);
+
+    // After the cooldown the endpoint is back in rotation.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..4 {
+        client.get("/x").await;
+    }
+    assert!(bad.requests() > 3, "rejoined after eject_for");
+}

@@ -66,7 +66,8 @@ impl Balancer {
         &self.policy
     }
 
-    /// Picks an endpoint for a request, skipping `exclude` when another exists.
+    /// Picks an endpoint for a request. Skips ejected endpoints, and
+    /// `exclude` (the endpoint a retry must avoid); `None` when nothing is left.
     pub fn pick(
         &self,
         set: &EndpointSet,
@@ -74,41 +75,35 @@ impl Balancer {
         exclude: Option<&Endpoint>,
     ) -> Option<Arc<Endpoint>> {
         let endpoints = set.endpoints();
-        let excluded = exclude.and_then(|ex| {
-            endpoints
-                .iter()
-                .position(|e| std::ptr::eq(Arc::as_ptr(e), ex))
-        });
-        let allowed = |i: usize| Some(i) != excluded;
-        let candidates = endpoints.len() - usize::from(excluded.is_some());
-        if candidates == 0 {
+        if endpoints.is_empty() {
             return None;
         }
+        let allowed = |i: usize| {
+            let endpoint = &endpoints[i];
+            exclude.is_none_or(|ex| !std::ptr::eq(Arc::as_ptr(endpoint), ex))
+                && endpoint.available_now()
+        };
+        // The first allowed index at or after `start`, in rotation order.
+        let first_allowed_from = |start: usize| {
+            (0..endpoints.len())
+                .map(|step| (start + step) % endpoints.len())
+                .find(|&i| allowed(i))
+        };
         let index = match &self.policy {
-            Balance::Random => random_index(endpoints.len(), excluded),
-            Balance::RoundRobin => {
-                let start = self.cursor.fetch_add(1, Relaxed);
-                (0..endpoints.len())
-                    .map(|step| (start + step) % endpoints.len())
-                    .find(|&i| allowed(i))?
-            }
+            Balance::Random => first_allowed_from(fastrand::usize(..endpoints.len()))?,
+            Balance::RoundRobin => first_allowed_from(self.cursor.fetch_add(1, Relaxed))?,
             Balance::LeastConn => {
-                let first = random_index(endpoints.len(), excluded);
-                if candidates == 1 {
-                    first
-                } else {
-                    // A second, different candidate among the allowed ones.
-                    let mut second = random_index(endpoints.len() - 1, None);
-                    if second >= first {
-                        second += 1;
-                    }
-                    if !allowed(second) {
-                        first
-                    } else if endpoints[second].in_flight() < endpoints[first].in_flight() {
+                let first = first_allowed_from(fastrand::usize(..endpoints.len()))?;
+                // A second candidate, different from the first when one exists.
+                let offset = 1 + fastrand::usize(..endpoints.len().max(2) - 1);
+                match first_allowed_from(first + offset) {
+                    Some(second)
+                        if second != first
+                            && endpoints[second].in_flight() < endpoints[first].in_flight() =>
+                    {
                         second
-                    } else {
-                        first
                     }
+                    _ => first,
                 }
             }
             Balance::Weighted => {
@@ -126,20 +121,10 @@ impl Balancer {
                         .map(|step| ring[(start + step) % ring.len()].1 as usize)
                         .find(|&i| allowed(i))?
                 }
-                None => random_index(endpoints.len(), excluded),
+                None => first_allowed_from(fastrand::usize(..endpoints.len()))?,
             },
         };
         endpoints.get(index).cloned()
-    }
-}
-
-/// A uniformly random index below `len`, never `excluded`.
-fn random_index(len: usize, excluded: Option<usize>) -> usize {
-    let candidates = len - usize::from(excluded.is_some());
-    let index = fastrand::usize(..candidates.max(1));
-    match excluded {
-        Some(skip) if index >= skip => index + 1,
-        _ => index,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Largest accepted weight: keeps the weighted schedule small.
@@ -26,6 +26,10 @@ pub struct Endpoint {
     /// Relative share of traffic under `weighted` balancing (1..=MAX_WEIGHT).
     pub weight: u32,
     in_flight: AtomicU32,
+    /// Failures in a row (passive outlier detection).
+    pub(crate) failures: AtomicU32,
+    /// Out of rotation until this `outlier::now_millis()` time; 0 = never ejected.
+    pub(crate) ejected_until: AtomicU64,
 }
 
 impl Endpoint {
@@ -36,12 +40,26 @@ impl Endpoint {
             name: name.into(),
             weight: 1,
             in_flight: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
         }
     }
 
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight.clamp(1, MAX_WEIGHT);
         self
+    }
+
+    /// Whether the endpoint may take requests at `now` (not ejected).
+    pub fn available(&self, now: u64) -> bool {
+        self.ejected_until.load(Relaxed) <= now
+    }
+
+    /// Like [`Endpoint::available`], reading the clock only for an endpoint
+    /// that has been ejected at some point.
+    pub fn available_now(&self) -> bool {
+        let until = self.ejected_until.load(Relaxed);
+        until == 0 || until <= super::outlier::now_millis()
     }
 
     /// Requests currently sent to this endpoint and not yet finished.

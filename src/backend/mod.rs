@@ -2,6 +2,7 @@
 
 pub mod balance;
 pub mod endpoint;
+pub mod outlier;
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use arc_swap::ArcSwap;
 
 use self::balance::{Balance, Balancer};
 use self::endpoint::EndpointSet;
+use self::outlier::Outlier;
 
 /// How long rgate waits to open a connection to an endpoint before calling
 /// it down, when the config sets no `connect_timeout`.
@@ -42,6 +44,8 @@ pub struct Backend {
     pub source: Source,
     pub balancer: Balancer,
     pub connect_timeout: Duration,
+    /// Passive ejection of failing endpoints, when configured.
+    pub outlier: Option<Outlier>,
     /// Bulkhead: requests allowed in flight at once; excess ones are refused.
     max_in_flight: Option<u32>,
     in_flight: AtomicU32,
@@ -55,6 +59,7 @@ impl Backend {
             source,
             balancer: Balancer::new(balance),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            outlier: None,
             max_in_flight: None,
             in_flight: AtomicU32::new(0),
             endpoints: ArcSwap::from_pointee(initial),
@@ -63,6 +68,11 @@ impl Backend {
 
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    pub fn with_outlier(mut self, outlier: Option<Outlier>) -> Self {
+        self.outlier = outlier;
         self
     }
 

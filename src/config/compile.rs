@@ -14,11 +14,12 @@ use super::duration::ConfigDuration;
 use super::error::ConfigError;
 use super::file::{
     AddressModeFile, BackendFile, BalanceFile, ConfigFile, DefaultResponseFile, DockerFile,
-    PathMatchFile, RouteFile,
+    OutlierFile, PathMatchFile, RouteFile,
 };
 use super::Config;
 use crate::backend::balance::{Balance, HashOn};
 use crate::backend::endpoint::{Endpoint, EndpointSet};
+use crate::backend::outlier::Outlier;
 use crate::backend::DEFAULT_CONNECT_TIMEOUT;
 use crate::backend::{Backend, DockerSelector, Source};
 use crate::discovery::{AddressMode, DockerSettings};
@@ -205,6 +206,7 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             port,
             connect_timeout,
             max_in_flight,
+            outlier,
             balance,
             hash_on,
         } = backend;
@@ -213,6 +215,7 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             problems.add(format!("{key}.max_in_flight"), "must be at least 1");
         }
         let balance = compile_balance(&key, balance, hash_on.as_deref(), problems);
+        let outlier = outlier.map(|outlier| compile_outlier(&key, outlier, problems));
         let connect_timeout = positive(
             &mut *problems,
             format!("{key}.connect_timeout"),
@@ -265,7 +268,8 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             compiled.push(Arc::new(
                 Backend::new(&name, source, balance, set)
                     .with_connect_timeout(connect_timeout)
-                    .with_max_in_flight(max_in_flight),
+                    .with_max_in_flight(max_in_flight)
+                    .with_outlier(outlier),
             ));
         }
     }
@@ -286,6 +290,38 @@ fn positive(
             default
         }
         Some(ConfigDuration(duration)) => duration,
+    }
+}
+
+fn compile_outlier(key: &str, outlier: OutlierFile, problems: &mut Problems<'_>) -> Outlier {
+    let OutlierFile {
+        consecutive_errors,
+        eject_for,
+        max_ejected_percent,
+    } = outlier;
+    let consecutive_errors = consecutive_errors.unwrap_or(5);
+    if consecutive_errors == 0 {
+        problems.add(
+            format!("{key}.outlier.consecutive_errors"),
+            "must be at least 1",
+        );
+    }
+    let max_ejected_percent = max_ejected_percent.unwrap_or(50);
+    if max_ejected_percent > 100 {
+        problems.add(
+            format!("{key}.outlier.max_ejected_percent"),
+            "must be 0-100",
+        );
+    }
+    Outlier {
+        consecutive_errors,
+        eject_for: positive(
+            problems,
+            format!("{key}.outlier.eject_for"),
+            eject_for,
+            Duration::from_secs(30),
+        ),
+        max_ejected_percent,
     }
 }
 

@@ -63,10 +63,23 @@ pub(crate) struct BackendFile {
     pub(crate) connect_timeout: Option<ConfigDuration>,
     /// Bulkhead: requests in flight at once (default unlimited).
     pub(crate) max_in_flight: Option<u32>,
+    /// Passive ejection of failing endpoints (default off).
+    pub(crate) outlier: Option<OutlierFile>,
     #[serde(default)]
     pub(crate) balance: BalanceFile,
     /// `ip`, `header:NAME` or `cookie:NAME`; required by `balance: hash`.
     pub(crate) hash_on: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OutlierFile {
+    /// Failures in a row that eject an endpoint (default 5).
+    pub(crate) consecutive_errors: Option<u32>,
+    /// How long an ejected endpoint stays out (default 30s).
+    pub(crate) eject_for: Option<ConfigDuration>,
+    /// The largest share of endpoints ejected at once (default 50).
+    pub(crate) max_ejected_percent: Option<u8>,
 }
 
 /// A backend's balancing policy.

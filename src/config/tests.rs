@@ -384,3 +384,40 @@ fn max_in_flight_must_be_at_least_one() {
         "at least 1",
     );
 }
+
+#[test]
+fn outlier_settings_are_checked() {
+    let backend = |outlier: &str| {
+        format!("backends:\n  - {{name: b, servers: [\"127.0.0.1:1\"], outlier: {outlier}}}\n")
+    };
+    refused(
+        &backend("{consecutive_errors: 0}"),
+        "backends[0].outlier.consecutive_errors",
+        "at least 1",
+    );
+    refused(
+        &backend("{max_ejected_percent: 101}"),
+        "backends[0].outlier.max_ejected_percent",
+        "0-100",
+    );
+    refused(
+        &backend("{eject_for: 0s}"),
+        "backends[0].outlier.eject_for",
+        "greater than zero",
+    );
+    refused(
+        &backend("{ejects: 1}"),
+        "backends[0].outlier.ejects",
+        "unknown field",
+    );
+    let config = parse(&backend("{}"), Path::new("c.yml")).unwrap();
+    let outlier = config.snapshot.backends[0].outlier.unwrap();
+    assert_eq!(
+        (
+            outlier.consecutive_errors,
+            outlier.eject_for,
+            outlier.max_ejected_percent
+        ),
+        (5, std::time::Duration::from_secs(30), 50)
+    );
+}

@@ -14,6 +14,7 @@ use super::client::{self, ConnectError, Connection, Held, PooledBody, RequestBod
 use super::headers::{self, ClientAddr, X_REQUEST_ID};
 use crate::backend::balance::{Balance, RequestKey};
 use crate::backend::endpoint::{Endpoint, InFlight};
+use crate::backend::outlier::now_millis;
 use crate::backend::{Admission, Backend, Saturated};
 use crate::error::GatewayError;
 use crate::response::ResponseBody;
@@ -100,7 +101,9 @@ pub(super) async fn forward(
     let timed_out = || GatewayError::UpstreamTimeout {
         backend: backend.name.clone(),
     };
-    let failure = match timeout_at(deadline, attempt(backend, &first, track, request)).await {
+    let outcome = timeout_at(deadline, attempt(backend, &first, track, request)).await;
+    observe(backend, &first, &outcome);
+    let failure = match outcome {
         Err(_) => return Err(timed_out()),
         Ok(Ok(exchange)) => {
             return Ok(into_client_response(exchange, admission, request_id, route))
@@ -129,11 +132,30 @@ pub(super) async fn forward(
     let (Some(request), Some(target)) = (retry_request, target) else {
         return Err(failure.kind.into_error(&backend.name));
     };
-    match timeout_at(deadline, attempt(backend, &target, track, request)).await {
+    let outcome = timeout_at(deadline, attempt(backend, &target, track, request)).await;
+    observe(backend, &target, &outcome);
+    match outcome {
         Err(_) => Err(timed_out()),
         Ok(Ok(exchange)) => Ok(into_client_response(exchange, admission, request_id, route)),
         Ok(Err(failure)) => Err(failure.kind.into_error(&backend.name)),
     }
+}
+
+/// Feeds an attempt's outcome to the backend's outlier detector, if it has
+/// one: connection failures, timeouts and 5xx answers count against the endpoint.
+fn observe(
+    backend: &Backend,
+    endpoint: &Endpoint,
+    outcome: &Result<Result<Exchange, Failure>, tokio::time::error::Elapsed>,
+) {
+    let Some(outlier) = &backend.outlier else {
+        return;
+    };
+    let failed = match outcome {
+        Ok(Ok(exchange)) => exchange.response.status().is_server_error(),
+        Ok(Err(_)) | Err(_) => true,
+    };
+    outlier.record(&backend.endpoints(), endpoint, failed, now_millis());
 }
 
 /// A response head and what must live as long as its body.
