@@ -18,6 +18,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod observe;
+pub mod policy;
 pub mod proxy;
 pub mod response;
 pub mod router;

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::policy::retry::RetryPolicy;
+
 /// A route's timeout when the config sets none: generous, for slow APIs.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a response body may stall between frames when the config sets none.
@@ -31,6 +33,7 @@ pub struct Route {
     pub timeout: Duration,
     /// Limit for a pause between two frames of the upstream's response body.
     pub idle_timeout: Duration,
+    pub retry: RetryPolicy,
 }
 
 impl Route {
@@ -84,6 +87,7 @@ mod tests {
             backend,
             timeout: DEFAULT_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            retry: RetryPolicy::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use super::duration::ConfigDuration;
 use super::error::ConfigError;
 use super::file::{
     AddressModeFile, BackendFile, BalanceFile, ConfigFile, DefaultResponseFile, DockerFile,
-    OutlierFile, PathMatchFile, RouteFile,
+    OutlierFile, PathMatchFile, RetriesFile, RetryOnFile, RouteFile,
 };
 use super::Config;
 use crate::backend::balance::{Balance, HashOn};
@@ -23,6 +23,7 @@ use crate::backend::outlier::Outlier;
 use crate::backend::DEFAULT_CONNECT_TIMEOUT;
 use crate::backend::{Backend, DockerSelector, Source};
 use crate::discovery::{AddressMode, DockerSettings};
+use crate::policy::retry::{RetryBudget, RetryPolicy};
 use crate::router::{PathMatch, Route, Router, DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT};
 use crate::snapshot::{DefaultResponse, Snapshot};
 
@@ -96,8 +97,10 @@ fn compile_routes(
             path_match,
             timeout,
             idle_timeout,
+            retries,
         } = route;
         let key = format!("routes[{i}]");
+        let retry = compile_retries(&key, retries, &mut *problems);
         let mut ok = true;
         if let Err(problem) = check_prefix(&path_prefix) {
             problems.add(format!("{key}.path_prefix"), problem);
@@ -138,6 +141,7 @@ fn compile_routes(
                 backend,
                 timeout,
                 idle_timeout,
+                retry,
             });
         }
     }
@@ -291,6 +295,60 @@ fn positive(
         }
         Some(ConfigDuration(duration)) => duration,
     }
+}
+
+fn compile_retries(
+    key: &str,
+    retries: Option<RetriesFile>,
+    problems: &mut Problems<'_>,
+) -> RetryPolicy {
+    let Some(RetriesFile {
+        attempts,
+        on,
+        budget,
+    }) = retries
+    else {
+        return RetryPolicy::default();
+    };
+    let mut policy = RetryPolicy::default();
+    if let Some(attempts) = attempts {
+        if !(1..=5).contains(&attempts) {
+            problems.add(
+                format!("{key}.retries.attempts"),
+                "must be 1-5 (1 disables retries)",
+            );
+        }
+        policy.attempts = attempts.clamp(1, 5);
+    }
+    if let Some(budget) = budget {
+        if !(0.0..=1.0).contains(&budget) {
+            problems.add(
+                format!("{key}.retries.budget"),
+                "must be a share of requests, 0.0-1.0",
+            );
+        }
+        policy.budget = std::sync::Arc::new(RetryBudget::new(budget));
+    }
+    if let Some(on) = on {
+        policy.on_reset = false;
+        for (j, condition) in on.into_iter().enumerate() {
+            match condition {
+                // Connection failures leave the request unsent: always retried.
+                RetryOnFile::Name(name) if name == "connect_error" => {}
+                RetryOnFile::Name(name) if name == "reset" => policy.on_reset = true,
+                RetryOnFile::Status(code @ (502 | 503 | 504)) => {
+                    if let Ok(status) = StatusCode::from_u16(code) {
+                        policy.on_status.push(status);
+                    }
+                }
+                other => problems.add(
+                    format!("{key}.retries.on[{j}]"),
+                    format!("{other:?} is not one of connect_error, reset, 502, 503, 504"),
+                ),
+            }
+        }
+    }
+    policy
 }
 
 fn compile_outlier(key: &str, outlier: OutlierFile, problems: &mut Problems<'_>) -> Outlier {

@@ -29,6 +29,26 @@ pub(crate) struct RouteFile {
     pub(crate) timeout: Option<ConfigDuration>,
     /// Limit for a pause in the upstream's response body (default 60s).
     pub(crate) idle_timeout: Option<ConfigDuration>,
+    pub(crate) retries: Option<RetriesFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetriesFile {
+    /// Total tries, the first included (default 2; 1 disables retries).
+    pub(crate) attempts: Option<u32>,
+    /// Conditions: `connect_error`, `reset`, 502, 503, 504 (default connect_error, reset).
+    pub(crate) on: Option<Vec<RetryOnFile>>,
+    /// Retries allowed per request, 0.0–1.0 (default 0.2).
+    pub(crate) budget: Option<f64>,
+}
+
+/// One retry condition: a name or an upstream status code.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RetryOnFile {
+    Status(u16),
+    Name(String),
 }
 
 /// How `path_prefix` is compared with the request path.

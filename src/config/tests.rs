@@ -421,3 +421,42 @@ fn outlier_settings_are_checked() {
         (5, std::time::Duration::from_secs(30), 50)
     );
 }
+
+#[test]
+fn retry_settings_are_checked() {
+    let route = |retries: &str| {
+        format!("routes:\n  - {{path_prefix: /, backend: b, retries: {retries}}}\nbackends:\n  - {{name: b, servers: [\"127.0.0.1:1\"]}}\n")
+    };
+    refused(&route("{attempts: 0}"), "routes[0].retries.attempts", "1-5");
+    refused(&route("{attempts: 9}"), "routes[0].retries.attempts", "1-5");
+    refused(
+        &route("{budget: 1.5}"),
+        "routes[0].retries.budget",
+        "0.0-1.0",
+    );
+    refused(
+        &route("{on: [reset, 500]}"),
+        "routes[0].retries.on[1]",
+        "not one of",
+    );
+    refused(
+        &route("{on: [timeout]}"),
+        "routes[0].retries.on[0]",
+        "not one of",
+    );
+    let config = parse(
+        &route("{attempts: 3, on: [connect_error, 502, 504]}"),
+        Path::new("c.yml"),
+    )
+    .unwrap();
+    let retry = &config.snapshot.router.routes()[0].retry;
+    assert_eq!(retry.attempts, 3);
+    assert!(!retry.on_reset, "an explicit list replaces the defaults");
+    assert_eq!(
+        retry.on_status,
+        [
+            http::StatusCode::BAD_GATEWAY,
+            http::StatusCode::GATEWAY_TIMEOUT
+        ]
+    );
+}

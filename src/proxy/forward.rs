@@ -17,6 +17,7 @@ use crate::backend::endpoint::{Endpoint, InFlight};
 use crate::backend::outlier::now_millis;
 use crate::backend::{Admission, Backend, Saturated};
 use crate::error::GatewayError;
+use crate::policy::retry::replayable;
 use crate::response::ResponseBody;
 use crate::router::Route;
 
@@ -53,14 +54,6 @@ impl FailureKind {
     }
 }
 
-/// RFC 9110 §9.2.2 idempotent methods: repeating them is harmless.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
 pub(super) async fn forward(
     route: &Route,
     backend: &Arc<Backend>,
@@ -77,68 +70,98 @@ pub(super) async fn forward(
     let request_id = headers::request_id(&parts.headers);
     prepare_upstream_request(&mut parts, client, normalized_path, &request_id);
 
-    let (first, others) = {
+    let policy = &route.retry;
+    policy.budget.earn();
+    // Only least_conn reads in-flight counts: other policies skip the shared counter.
+    let track = *backend.balancer.policy() == Balance::LeastConn;
+    // The template for replays, kept only for requests that are safe to repeat.
+    let replay = (policy.attempts > 1
+        && replayable(&parts.method, &parts.headers, !body.is_end_stream()))
+    .then(|| copy_head(&parts));
+    let mut endpoint = {
         let endpoints = backend.endpoints();
         let key = RequestKey {
             client_ip: client.ip,
             headers: &parts.headers,
         };
-        let first = backend.balancer.pick(&endpoints, key, None);
-        (first, endpoints.len() > 1)
-    };
-    // Only least_conn reads in-flight counts: other policies skip the shared counter.
-    let track = *backend.balancer.policy() == Balance::LeastConn;
-    let first = first.ok_or_else(|| GatewayError::NoEndpoints {
+        backend.balancer.pick(&endpoints, key, None)
+    }
+    .ok_or_else(|| GatewayError::NoEndpoints {
         backend: backend.name.clone(),
     })?;
-    // A copy to replay only exists for requests that are safe to repeat and
-    // have no body to lose.
-    let replay = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| copy_head(&parts));
-    let request = Request::from_parts(parts, RequestBody::Incoming(body));
-
-    // One deadline for the response head, across both attempts.
+    let mut request = Request::from_parts(parts, RequestBody::Incoming(body));
+    // One deadline for the response head, across every attempt.
     let deadline = Instant::now() + route.timeout;
-    let timed_out = || GatewayError::UpstreamTimeout {
-        backend: backend.name.clone(),
-    };
-    let outcome = timeout_at(deadline, attempt(backend, &first, track, request)).await;
-    observe(backend, &first, &outcome);
-    let failure = match outcome {
-        Err(_) => return Err(timed_out()),
-        Ok(Ok(exchange)) => {
-            return Ok(into_client_response(exchange, admission, request_id, route))
+    let mut tries = 1;
+    loop {
+        let outcome = timeout_at(deadline, attempt(backend, &endpoint, track, request)).await;
+        observe(backend, &endpoint, &outcome);
+        // What to answer if there is no retry, and what a retry would send.
+        let (last, next, reused, free) = match outcome {
+            // The upstream may be working on it: never repeated.
+            Err(_) => {
+                return Err(GatewayError::UpstreamTimeout {
+                    backend: backend.name.clone(),
+                })
+            }
+            Ok(Ok(exchange)) => {
+                let retry = policy.on_status.contains(&exchange.response.status());
+                let next = retry.then(|| replay.as_ref().map(copy_request)).flatten();
+                (Last::Answer(exchange), next, false, false)
+            }
+            Ok(Err(failure)) => match failure.unsent {
+                // Never left rgate: no upstream saw it, so it costs no budget.
+                Some(unsent) => (
+                    Last::Failed(failure.kind),
+                    Some(unsent),
+                    failure.reused,
+                    true,
+                ),
+                None => {
+                    let retry = policy.on_reset && matches!(failure.kind, FailureKind::Broken(_));
+                    let next = retry.then(|| replay.as_ref().map(copy_request)).flatten();
+                    (Last::Failed(failure.kind), next, failure.reused, false)
+                }
+            },
+        };
+        let target = match &next {
+            Some(next) if tries < policy.attempts => {
+                // A different endpoint when there is one; the same one only when
+                // the failure was a pooled connection the upstream had closed.
+                let endpoints = backend.endpoints();
+                let key = RequestKey {
+                    client_ip: client.ip,
+                    headers: next.headers(),
+                };
+                backend
+                    .balancer
+                    .pick(&endpoints, key, Some(&endpoint))
+                    .or_else(|| reused.then(|| endpoint.clone()))
+            }
+            _ => None,
+        };
+        match (next, target) {
+            (Some(next), Some(target)) if free || policy.budget.spend() => {
+                request = next;
+                endpoint = target;
+                tries += 1;
+            }
+            _ => {
+                return match last {
+                    Last::Answer(exchange) => {
+                        Ok(into_client_response(exchange, admission, request_id, route))
+                    }
+                    Last::Failed(kind) => Err(kind.into_error(&backend.name)),
+                }
+            }
         }
-        Ok(Err(failure)) => failure,
-    };
-    let retry_request = match failure.unsent {
-        Some(request) => Some(request),
-        None if matches!(failure.kind, FailureKind::Broken(_)) => replay,
-        None => None,
-    };
-    // A different endpoint when there is one; the same one only when the
-    // failure was a pooled connection the upstream had already closed.
-    let target = match &retry_request {
-        Some(request) if others => {
-            let endpoints = backend.endpoints();
-            let key = RequestKey {
-                client_ip: client.ip,
-                headers: request.headers(),
-            };
-            backend.balancer.pick(&endpoints, key, Some(&first))
-        }
-        Some(_) if failure.reused => Some(first),
-        _ => None,
-    };
-    let (Some(request), Some(target)) = (retry_request, target) else {
-        return Err(failure.kind.into_error(&backend.name));
-    };
-    let outcome = timeout_at(deadline, attempt(backend, &target, track, request)).await;
-    observe(backend, &target, &outcome);
-    match outcome {
-        Err(_) => Err(timed_out()),
-        Ok(Ok(exchange)) => Ok(into_client_response(exchange, admission, request_id, route)),
-        Ok(Err(failure)) => Err(failure.kind.into_error(&backend.name)),
     }
+}
+
+/// The result of the latest attempt, returned when no retry follows it.
+enum Last {
+    Answer(Exchange),
+    Failed(FailureKind),
 }
 
 /// Feeds an attempt's outcome to the backend's outlier detector, if it has
@@ -245,14 +268,34 @@ fn prepare_upstream_request(
     parts.version = Version::HTTP_11;
 }
 
-/// A bodiless copy of the request head for a replay.
-fn copy_head(parts: &http::request::Parts) -> Request<RequestBody> {
+/// A bodiless request with the given head: replays are built from these.
+fn bodiless(
+    method: &Method,
+    uri: &Uri,
+    version: Version,
+    headers: &http::HeaderMap,
+) -> Request<RequestBody> {
     let mut copy = Request::new(RequestBody::Empty);
-    *copy.method_mut() = parts.method.clone();
-    *copy.uri_mut() = parts.uri.clone();
-    *copy.version_mut() = parts.version;
-    *copy.headers_mut() = parts.headers.clone();
+    *copy.method_mut() = method.clone();
+    *copy.uri_mut() = uri.clone();
+    *copy.version_mut() = version;
+    *copy.headers_mut() = headers.clone();
     copy
+}
+
+/// The template for replays: a bodiless copy of the upstream request head.
+fn copy_head(parts: &http::request::Parts) -> Request<RequestBody> {
+    bodiless(&parts.method, &parts.uri, parts.version, &parts.headers)
+}
+
+/// A fresh request from a replay template.
+fn copy_request(template: &Request<RequestBody>) -> Request<RequestBody> {
+    bodiless(
+        template.method(),
+        template.uri(),
+        template.version(),
+        template.headers(),
+    )
 }
 
 fn into_client_response(

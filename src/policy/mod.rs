@@ -1,0 +1,3 @@
+//! Per-route policies compiled from the config and applied on the request path.
+
+pub mod retry;
