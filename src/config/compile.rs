@@ -336,7 +336,7 @@ fn compile_retries(
                 // Connection failures leave the request unsent: always retried.
                 RetryOnFile::Name(name) if name == "connect_error" => {}
                 RetryOnFile::Name(name) if name == "reset" => policy.on_reset = true,
-                RetryOnFile::Status(code @ (502 | 503 | 504)) => {
+                RetryOnFile::Status(code @ 502..=504) => {
                     if let Ok(status) = StatusCode::from_u16(code) {
                         policy.on_status.push(status);
                     }
