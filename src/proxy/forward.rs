@@ -159,6 +159,8 @@ pub(super) async fn forward(
 }
 
 /// The result of the latest attempt, returned when no retry follows it.
+// Lives briefly on the stack; boxing the answer would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Last {
     Answer(Exchange),
     Failed(FailureKind),
