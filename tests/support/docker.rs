@@ -407,6 +407,11 @@ impl Container {
         docker_ok(&["stop", "-t", "10", &self.id]);
     }
 
+    /// `docker kill` (SIGKILL): the container dies at once, mid-request.
+    pub(crate) fn kill(&self) {
+        docker_ok(&["kill", &self.id]);
+    }
+
     /// `docker start`, then waits until it answers again; returns when
     /// `docker start` returned.
     pub(crate) fn start_again(&self) -> Instant {
