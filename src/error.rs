@@ -13,6 +13,8 @@ use crate::response::ResponseBody;
 pub enum GatewayError {
     #[error("backend {backend}: no endpoints")]
     NoEndpoints { backend: Arc<str> },
+    #[error("backend {backend}: every endpoint is ejected or behind an open breaker")]
+    EndpointsUnavailable { backend: Arc<str> },
     #[error("backend {backend}: max_in_flight reached")]
     Saturated { backend: Arc<str> },
     #[error("backend {backend}: connect failed: {source}")]
@@ -54,6 +56,13 @@ impl GatewayError {
             GatewayError::NoEndpoints { backend } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_endpoints", backend)
             }
+            // Endpoints exist but none may take traffic now: fail fast, like a
+            // backend that is down, instead of sending into known failures.
+            GatewayError::EndpointsUnavailable { backend } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "endpoints_unavailable",
+                backend,
+            ),
             // The bulkhead is full: refuse at once rather than queue (RFC 9110 §15.6.4).
             GatewayError::Saturated { backend } => (
                 StatusCode::SERVICE_UNAVAILABLE,

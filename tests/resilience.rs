@@ -104,3 +104,82 @@ async fn a_failing_endpoint_is_ejected_after_consecutive_errors_and_rejoins() {
     }
     assert!(bad.requests() > 3, "rejoined after eject_for");
 }
+
+#[tokio::test]
+async fn the_circuit_breaker_opens_on_failures_and_closes_after_a_good_probe() {
+    let healthy = Upstream::spawn(UpstreamConfig {
+        name: "healthy".into(),
+        ..UpstreamConfig::default()
+    })
+    .await
+    .unwrap();
+    let flaky = closed_port().await;
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /, backend: app}}\n\
+         backends:\n  - name: app\n    servers: [\"{flaky}\", \"{}\"]\n    balance: round_robin\n    \
+         circuit_breaker: {{error_ratio: 0.5, min_requests: 3, window: 10s, open_for: 400ms, half_open_probes: 1}}\n",
+        healthy.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut client = Client::connect(gw.addr).await;
+    // Refused connections are retried on the healthy endpoint: clients see no error,
+    // while the breaker counts the flaky endpoint's failures and opens.
+    for _ in 0..10 {
+        assert_eq!(client.get("/x").await.0, 200);
+    }
+    // The endpoint recovers; its breaker is still open, so it gets nothing yet.
+    let listener = tokio::net::TcpListener::bind(flaky).await.unwrap();
+    let recovered = Upstream::spawn_with_listener(
+        listener,
+        UpstreamConfig {
+            name: "recovered".into(),
+            ..UpstreamConfig::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..6 {
+        assert_eq!(client.get("/x").await.0, 200);
+    }
+    assert_eq!(recovered.requests(), 0, "open breaker: no traffic");
+    // After open_for, one probe succeeds and closes the breaker: traffic returns.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..10 {
+        assert_eq!(client.get("/x").await.0, 200);
+    }
+    assert!(
+        recovered.requests() >= 4,
+        "closed again: {} requests",
+        recovered.requests()
+    );
+}
+
+#[tokio::test]
+async fn every_endpoint_unavailable_is_a_fast_503() {
+    let failing = Upstream::spawn(UpstreamConfig {
+        error_rate: 1.0,
+        ..UpstreamConfig::default()
+    })
+    .await
+    .unwrap();
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /, backend: app}}\n\
+         backends:\n  - name: app\n    servers: [\"{}\"]\n    \
+         circuit_breaker: {{min_requests: 2, open_for: 10s}}\n",
+        failing.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut client = Client::connect(gw.addr).await;
+    assert_eq!(client.get("/x").await.0, 503);
+    assert_eq!(client.get("/x").await.0, 503);
+    let (status, _, body) = client.get("/x").await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"error": "endpoints_unavailable", "backend": "app"})
+    );
+    assert_eq!(
+        failing.requests(),
+        2,
+        "the open breaker sends nothing upstream"
+    );
+}

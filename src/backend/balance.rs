@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, COOKIE};
 
+use super::breaker::Breaker;
 use super::endpoint::{stable_hash, Endpoint, EndpointSet};
+use super::outlier::now_millis;
 
 /// A backend's balancing policy (`balance:` in the config).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,15 +75,21 @@ impl Balancer {
         set: &EndpointSet,
         key: RequestKey<'_>,
         exclude: Option<&Endpoint>,
+        breaker: Option<&Breaker>,
     ) -> Option<Arc<Endpoint>> {
         let endpoints = set.endpoints();
         if endpoints.is_empty() {
             return None;
         }
+        // The clock is read only for backends with a breaker.
+        let now = breaker.map(|_| now_millis());
         let allowed = |i: usize| {
             let endpoint = &endpoints[i];
             exclude.is_none_or(|ex| !std::ptr::eq(Arc::as_ptr(endpoint), ex))
                 && endpoint.available_now()
+                && breaker
+                    .zip(now)
+                    .is_none_or(|(breaker, now)| breaker.allows(&endpoint.breaker, now))
         };
         // The first allowed index at or after `start`, in rotation order.
         let first_allowed_from = |start: usize| {

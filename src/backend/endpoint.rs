@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use super::breaker::BreakerState;
+
 /// Largest accepted weight: keeps the weighted schedule small.
 pub const MAX_WEIGHT: u32 = 100;
 /// Points per endpoint on the consistent-hash ring: enough for an even
@@ -30,6 +32,7 @@ pub struct Endpoint {
     pub(crate) failures: AtomicU32,
     /// Out of rotation until this `outlier::now_millis()` time; 0 = never ejected.
     pub(crate) ejected_until: AtomicU64,
+    pub(crate) breaker: BreakerState,
 }
 
 impl Endpoint {
@@ -42,6 +45,7 @@ impl Endpoint {
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            breaker: BreakerState::default(),
         }
     }
 

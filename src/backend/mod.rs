@@ -1,6 +1,7 @@
 //! Backends: named sets of endpoints, fed by discovery, read by the request path.
 
 pub mod balance;
+pub mod breaker;
 pub mod endpoint;
 pub mod outlier;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use self::balance::{Balance, Balancer};
+use self::breaker::Breaker;
 use self::endpoint::EndpointSet;
 use self::outlier::Outlier;
 
@@ -46,6 +48,8 @@ pub struct Backend {
     pub connect_timeout: Duration,
     /// Passive ejection of failing endpoints, when configured.
     pub outlier: Option<Outlier>,
+    /// Per-endpoint circuit breaking, when configured.
+    pub breaker: Option<Breaker>,
     /// Bulkhead: requests allowed in flight at once; excess ones are refused.
     max_in_flight: Option<u32>,
     in_flight: AtomicU32,
@@ -60,6 +64,7 @@ impl Backend {
             balancer: Balancer::new(balance),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             outlier: None,
+            breaker: None,
             max_in_flight: None,
             in_flight: AtomicU32::new(0),
             endpoints: ArcSwap::from_pointee(initial),
@@ -73,6 +78,11 @@ impl Backend {
 
     pub fn with_outlier(mut self, outlier: Option<Outlier>) -> Self {
         self.outlier = outlier;
+        self
+    }
+
+    pub fn with_breaker(mut self, breaker: Option<Breaker>) -> Self {
+        self.breaker = breaker;
         self
     }
 

@@ -13,11 +13,12 @@ use http::StatusCode;
 use super::duration::ConfigDuration;
 use super::error::ConfigError;
 use super::file::{
-    AddressModeFile, BackendFile, BalanceFile, ConfigFile, DefaultResponseFile, DockerFile,
-    OutlierFile, PathMatchFile, RetriesFile, RetryOnFile, RouteFile,
+    AddressModeFile, BackendFile, BalanceFile, BreakerFile, ConfigFile, DefaultResponseFile,
+    DockerFile, OutlierFile, PathMatchFile, RetriesFile, RetryOnFile, RouteFile,
 };
 use super::Config;
 use crate::backend::balance::{Balance, HashOn};
+use crate::backend::breaker::Breaker;
 use crate::backend::endpoint::{Endpoint, EndpointSet};
 use crate::backend::outlier::Outlier;
 use crate::backend::DEFAULT_CONNECT_TIMEOUT;
@@ -211,6 +212,7 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             connect_timeout,
             max_in_flight,
             outlier,
+            circuit_breaker,
             balance,
             hash_on,
         } = backend;
@@ -220,6 +222,7 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
         }
         let balance = compile_balance(&key, balance, hash_on.as_deref(), problems);
         let outlier = outlier.map(|outlier| compile_outlier(&key, outlier, problems));
+        let breaker = circuit_breaker.map(|breaker| compile_breaker(&key, breaker, problems));
         let connect_timeout = positive(
             &mut *problems,
             format!("{key}.connect_timeout"),
@@ -273,7 +276,8 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
                 Backend::new(&name, source, balance, set)
                     .with_connect_timeout(connect_timeout)
                     .with_max_in_flight(max_in_flight)
-                    .with_outlier(outlier),
+                    .with_outlier(outlier)
+                    .with_breaker(breaker),
             ));
         }
     }
@@ -349,6 +353,36 @@ fn compile_retries(
         }
     }
     policy
+}
+
+fn compile_breaker(key: &str, breaker: BreakerFile, problems: &mut Problems<'_>) -> Breaker {
+    let BreakerFile {
+        error_ratio,
+        min_requests,
+        window,
+        open_for,
+        half_open_probes,
+    } = breaker;
+    let path = |field: &str| format!("{key}.circuit_breaker.{field}");
+    let error_ratio = error_ratio.unwrap_or(0.5);
+    if !(error_ratio > 0.0 && error_ratio <= 1.0) {
+        problems.add(path("error_ratio"), "must be in (0.0, 1.0]");
+    }
+    let min_requests = min_requests.unwrap_or(20);
+    if min_requests == 0 {
+        problems.add(path("min_requests"), "must be at least 1");
+    }
+    let half_open_probes = half_open_probes.unwrap_or(3);
+    if half_open_probes == 0 {
+        problems.add(path("half_open_probes"), "must be at least 1");
+    }
+    Breaker {
+        error_ratio,
+        min_requests,
+        window: positive(problems, path("window"), window, Duration::from_secs(10)),
+        open_for: positive(problems, path("open_for"), open_for, Duration::from_secs(5)),
+        half_open_probes,
+    }
 }
 
 fn compile_outlier(key: &str, outlier: OutlierFile, problems: &mut Problems<'_>) -> Outlier {

@@ -85,6 +85,8 @@ pub(crate) struct BackendFile {
     pub(crate) max_in_flight: Option<u32>,
     /// Passive ejection of failing endpoints (default off).
     pub(crate) outlier: Option<OutlierFile>,
+    /// Per-endpoint circuit breaking (default off).
+    pub(crate) circuit_breaker: Option<BreakerFile>,
     #[serde(default)]
     pub(crate) balance: BalanceFile,
     /// `ip`, `header:NAME` or `cookie:NAME`; required by `balance: hash`.
@@ -100,6 +102,21 @@ pub(crate) struct OutlierFile {
     pub(crate) eject_for: Option<ConfigDuration>,
     /// The largest share of endpoints ejected at once (default 50).
     pub(crate) max_ejected_percent: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BreakerFile {
+    /// Share of failures in the window that opens the breaker (default 0.5).
+    pub(crate) error_ratio: Option<f64>,
+    /// Requests in the window before the ratio counts (default 20).
+    pub(crate) min_requests: Option<u32>,
+    /// The counting window (default 10s).
+    pub(crate) window: Option<ConfigDuration>,
+    /// How long the breaker stays open (default 5s).
+    pub(crate) open_for: Option<ConfigDuration>,
+    /// Probes let through at once while half-open (default 3).
+    pub(crate) half_open_probes: Option<u32>,
 }
 
 /// A backend's balancing policy.

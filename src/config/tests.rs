@@ -460,3 +460,42 @@ fn retry_settings_are_checked() {
         ]
     );
 }
+
+#[test]
+fn circuit_breaker_settings_are_checked() {
+    let backend = |breaker: &str| {
+        format!(
+            "backends:\n  - {{name: b, servers: [\"127.0.0.1:1\"], circuit_breaker: {breaker}}}\n"
+        )
+    };
+    let path = |field: &str| format!("backends[0].circuit_breaker.{field}");
+    refused(
+        &backend("{error_ratio: 0}"),
+        &path("error_ratio"),
+        "(0.0, 1.0]",
+    );
+    refused(
+        &backend("{error_ratio: 1.5}"),
+        &path("error_ratio"),
+        "(0.0, 1.0]",
+    );
+    refused(
+        &backend("{min_requests: 0}"),
+        &path("min_requests"),
+        "at least 1",
+    );
+    refused(
+        &backend("{half_open_probes: 0}"),
+        &path("half_open_probes"),
+        "at least 1",
+    );
+    refused(
+        &backend("{open_for: 0s}"),
+        &path("open_for"),
+        "greater than zero",
+    );
+    let config = parse(&backend("{}"), Path::new("c.yml")).unwrap();
+    let breaker = config.snapshot.backends[0].breaker.unwrap();
+    assert_eq!((breaker.min_requests, breaker.half_open_probes), (20, 3));
+    assert_eq!(breaker.open_for, std::time::Duration::from_secs(5));
+}

@@ -84,18 +84,29 @@ pub(super) async fn forward(
             client_ip: client.ip,
             headers: &parts.headers,
         };
-        backend.balancer.pick(&endpoints, key, None)
-    }
-    .ok_or_else(|| GatewayError::NoEndpoints {
-        backend: backend.name.clone(),
-    })?;
+        backend
+            .balancer
+            .pick(&endpoints, key, None, backend.breaker.as_ref())
+            .ok_or_else(|| {
+                let backend = backend.name.clone();
+                // Empty, or every endpoint ejected or behind an open breaker.
+                if endpoints.is_empty() {
+                    GatewayError::NoEndpoints { backend }
+                } else {
+                    GatewayError::EndpointsUnavailable { backend }
+                }
+            })
+    }?;
     let mut request = Request::from_parts(parts, RequestBody::Incoming(body));
     // One deadline for the response head, across every attempt.
     let deadline = Instant::now() + route.timeout;
     let mut tries = 1;
     loop {
+        let probe = backend
+            .breaker
+            .is_some_and(|breaker| breaker.on_send(&endpoint.breaker, now_millis()));
         let outcome = timeout_at(deadline, attempt(backend, &endpoint, track, request)).await;
-        observe(backend, &endpoint, &outcome);
+        observe(backend, &endpoint, probe, &outcome);
         // What to answer if there is no retry, and what a retry would send.
         let (last, next, reused, free) = match outcome {
             // The upstream may be working on it: never repeated.
@@ -135,7 +146,7 @@ pub(super) async fn forward(
                 };
                 backend
                     .balancer
-                    .pick(&endpoints, key, Some(&endpoint))
+                    .pick(&endpoints, key, Some(&endpoint), backend.breaker.as_ref())
                     .or_else(|| reused.then(|| endpoint.clone()))
             }
             _ => None,
@@ -166,21 +177,29 @@ enum Last {
     Failed(FailureKind),
 }
 
-/// Feeds an attempt's outcome to the backend's outlier detector, if it has
-/// one: connection failures, timeouts and 5xx answers count against the endpoint.
+/// Feeds an attempt's outcome to the backend's outlier detector and circuit
+/// breaker, where configured: connection failures, timeouts and 5xx answers
+/// count against the endpoint. `probe` is the breaker's half-open mark.
 fn observe(
     backend: &Backend,
     endpoint: &Endpoint,
+    probe: bool,
     outcome: &Result<Result<Exchange, Failure>, tokio::time::error::Elapsed>,
 ) {
-    let Some(outlier) = &backend.outlier else {
+    if backend.outlier.is_none() && backend.breaker.is_none() {
         return;
-    };
+    }
     let failed = match outcome {
         Ok(Ok(exchange)) => exchange.response.status().is_server_error(),
         Ok(Err(_)) | Err(_) => true,
     };
-    outlier.record(&backend.endpoints(), endpoint, failed, now_millis());
+    let now = now_millis();
+    if let Some(outlier) = &backend.outlier {
+        outlier.record(&backend.endpoints(), endpoint, failed, now);
+    }
+    if let Some(breaker) = &backend.breaker {
+        breaker.record(&endpoint.breaker, probe, failed, now);
+    }
 }
 
 /// A response head and what must live as long as its body.

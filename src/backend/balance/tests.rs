@@ -39,7 +39,7 @@ fn key() -> RequestKey<'static> {
 fn counts(balancer: &Balancer, set: &EndpointSet, picks: usize) -> Vec<usize> {
     let mut counts = vec![0; set.len()];
     for _ in 0..picks {
-        counts[index(&balancer.pick(set, key(), None).unwrap())] += 1;
+        counts[index(&balancer.pick(set, key(), None, None).unwrap())] += 1;
     }
     counts
 }
@@ -59,7 +59,7 @@ fn no_endpoint_means_no_pick_for_every_policy() {
     for policy in all_policies() {
         assert!(
             Balancer::new(policy.clone())
-                .pick(&set(0), key(), None)
+                .pick(&set(0), key(), None, None)
                 .is_none(),
             "{policy:?}"
         );
@@ -73,14 +73,16 @@ fn every_policy_avoids_the_excluded_endpoint_when_it_can() {
         let balancer = Balancer::new(policy.clone());
         for excluded in endpoints.endpoints() {
             for _ in 0..50 {
-                let e = balancer.pick(&endpoints, key(), Some(excluded)).unwrap();
+                let e = balancer
+                    .pick(&endpoints, key(), Some(excluded), None)
+                    .unwrap();
                 assert!(!Arc::ptr_eq(&e, excluded), "{policy:?}");
             }
         }
         let single = set(1);
         let only = single.endpoints()[0].clone();
         assert!(
-            balancer.pick(&single, key(), Some(&only)).is_none(),
+            balancer.pick(&single, key(), Some(&only), None).is_none(),
             "{policy:?}"
         );
     }
@@ -98,7 +100,7 @@ fn round_robin_takes_each_endpoint_in_turn() {
     let balancer = Balancer::new(Balance::RoundRobin);
     let endpoints = set(3);
     let order: Vec<usize> = (0..6)
-        .map(|_| index(&balancer.pick(&endpoints, key(), None).unwrap()))
+        .map(|_| index(&balancer.pick(&endpoints, key(), None, None).unwrap()))
         .collect();
     assert_eq!(order, [0, 1, 2, 0, 1, 2]);
 }
@@ -156,7 +158,11 @@ fn hash_owner(balancer: &Balancer, set: &EndpointSet, user: usize) -> usize {
         "x-user",
         HeaderValue::from_str(&format!("user-{user}")).unwrap(),
     );
-    index(&balancer.pick(set, header_key(&headers), None).unwrap())
+    index(
+        &balancer
+            .pick(set, header_key(&headers), None, None)
+            .unwrap(),
+    )
 }
 
 #[test]
@@ -220,7 +226,7 @@ fn hash_by_cookie_and_ip_and_missing_keys() {
         headers.insert(COOKIE, HeaderValue::from_str(cookie).unwrap());
         index(
             &by_cookie
-                .pick(&endpoints, header_key(&headers), None)
+                .pick(&endpoints, header_key(&headers), None, None)
                 .unwrap(),
         )
     };
@@ -239,7 +245,7 @@ fn hash_by_cookie_and_ip_and_missing_keys() {
             client_ip: IpAddr::from(ip),
             headers: no_headers(),
         };
-        index(&by_ip.pick(&endpoints, key, None).unwrap())
+        index(&by_ip.pick(&endpoints, key, None, None).unwrap())
     };
     assert_eq!(ip_owner([203, 0, 113, 7]), ip_owner([203, 0, 113, 7]));
 

@@ -1,0 +1,224 @@
+//! Circuit breaker per endpoint: an endpoint that fails too large a share of
+//! its recent requests is cut off for `open_for`, then tried again with a few
+//! probes before it takes full traffic.
+//!
+//! ```text
+//!   closed ──(≥ min_requests in the window, failures ≥ error_ratio)──► open
+//!   open ──(open_for elapsed: at most half_open_probes at once)──► half-open
+//!   half-open ──(half_open_probes successes)──► closed
+//!   half-open ──(any failure)──► open
+//! ```
+//!
+//! All state is atomics on the endpoint. The pick reads it without side
+//! effects. The request's outcome drives the transitions. The counting
+//! window is fixed-length and restarts when it expires; a reset racing with a
+//! record may drop one count, which does not matter at these thresholds.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::time::Duration;
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+
+/// A backend's `circuit_breaker:` settings, applied to each of its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Breaker {
+    /// Share of failed requests in the window that opens the breaker.
+    pub error_ratio: f64,
+    /// Requests the window needs before the ratio counts.
+    pub min_requests: u32,
+    pub window: Duration,
+    pub open_for: Duration,
+    /// Requests let through at once while half-open; that many successes close it.
+    pub half_open_probes: u32,
+}
+
+/// One endpoint's breaker state.
+#[derive(Debug, Default)]
+pub struct BreakerState {
+    state: AtomicU8,
+    /// While open: until when (`outlier::now_millis` time).
+    open_until: AtomicU64,
+    window_start: AtomicU64,
+    requests: AtomicU32,
+    failures: AtomicU32,
+    /// Half-open probes sent and not yet answered.
+    probes: AtomicU32,
+    /// Half-open probes that succeeded.
+    successes: AtomicU32,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX / 4)
+}
+
+impl Breaker {
+    /// Whether the endpoint may take a request now. Has no side effects.
+    pub fn allows(&self, state: &BreakerState, now: u64) -> bool {
+        match state.state.load(Relaxed) {
+            OPEN => now >= state.open_until.load(Relaxed),
+            HALF_OPEN => state.probes.load(Relaxed) < self.half_open_probes,
+            _ => true,
+        }
+    }
+
+    /// Called for the endpoint a request is about to use. Returns whether
+    /// the request is a half-open probe (pass it back to [`Breaker::record`]).
+    pub fn on_send(&self, state: &BreakerState, now: u64) -> bool {
+        let current = state.state.load(Relaxed);
+        if current == OPEN
+            && now >= state.open_until.load(Relaxed)
+            && state
+                .state
+                .compare_exchange(OPEN, HALF_OPEN, Relaxed, Relaxed)
+                .is_ok()
+        {
+            state.probes.store(0, Relaxed);
+            state.successes.store(0, Relaxed);
+        }
+        if state.state.load(Relaxed) == HALF_OPEN {
+            state.probes.fetch_add(1, Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Records a request's outcome; `probe` is what [`Breaker::on_send`] said.
+    pub fn record(&self, state: &BreakerState, probe: bool, failed: bool, now: u64) {
+        if probe {
+            state.probes.fetch_sub(1, Relaxed);
+            if state.state.load(Relaxed) != HALF_OPEN {
+                return;
+            }
+            if failed {
+                self.open(state, now);
+            } else if state.successes.fetch_add(1, Relaxed) + 1 >= self.half_open_probes {
+                state.state.store(CLOSED, Relaxed);
+                self.restart_window(state, now);
+            }
+            return;
+        }
+        if state.state.load(Relaxed) != CLOSED {
+            return;
+        }
+        if now.saturating_sub(state.window_start.load(Relaxed)) >= millis(self.window) {
+            self.restart_window(state, now);
+        }
+        let requests = state.requests.fetch_add(1, Relaxed) + 1;
+        let failures = if failed {
+            state.failures.fetch_add(1, Relaxed) + 1
+        } else {
+            state.failures.load(Relaxed)
+        };
+        if failed
+            && requests >= self.min_requests
+            && f64::from(failures) >= self.error_ratio * f64::from(requests)
+        {
+            self.open(state, now);
+        }
+    }
+
+    fn open(&self, state: &BreakerState, now: u64) {
+        state.open_until.store(now + millis(self.open_for), Relaxed);
+        state.state.store(OPEN, Relaxed);
+    }
+
+    fn restart_window(&self, state: &BreakerState, now: u64) {
+        state.window_start.store(now, Relaxed);
+        state.requests.store(0, Relaxed);
+        state.failures.store(0, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BREAKER: Breaker = Breaker {
+        error_ratio: 0.5,
+        min_requests: 10,
+        window: Duration::from_secs(10),
+        open_for: Duration::from_secs(5),
+        half_open_probes: 2,
+    };
+
+    fn fail(state: &BreakerState, n: u32, now: u64) {
+        for _ in 0..n {
+            BREAKER.record(state, false, true, now);
+        }
+    }
+
+    fn succeed(state: &BreakerState, n: u32, now: u64) {
+        for _ in 0..n {
+            BREAKER.record(state, false, false, now);
+        }
+    }
+
+    #[test]
+    fn opens_at_the_error_ratio_once_enough_requests_were_seen() {
+        let state = BreakerState::default();
+        fail(&state, 9, 1);
+        assert!(
+            BREAKER.allows(&state, 1),
+            "below min_requests nothing opens"
+        );
+        succeed(&state, 9, 1);
+        fail(&state, 1, 1);
+        // 10 failures of 19: above 50%.
+        assert!(!BREAKER.allows(&state, 1));
+        assert!(!BREAKER.allows(&state, 5_000));
+        assert!(
+            BREAKER.allows(&state, 5_001),
+            "open_for elapsed: probes may go"
+        );
+    }
+
+    #[test]
+    fn a_low_error_ratio_keeps_it_closed() {
+        let state = BreakerState::default();
+        for _ in 0..50 {
+            succeed(&state, 3, 1);
+            fail(&state, 2, 1);
+        }
+        assert!(BREAKER.allows(&state, 1), "40% < 50%");
+    }
+
+    #[test]
+    fn the_window_forgets_old_failures() {
+        let state = BreakerState::default();
+        fail(&state, 9, 1);
+        succeed(&state, 1, 10_002); // the next window starts afresh
+        fail(&state, 1, 10_002);
+        assert!(BREAKER.allows(&state, 10_002));
+    }
+
+    #[test]
+    fn half_open_limits_probes_and_closes_after_successes() {
+        let state = BreakerState::default();
+        fail(&state, 10, 1);
+        let later = 6_000;
+        let first = BREAKER.on_send(&state, later);
+        let second = BREAKER.on_send(&state, later);
+        assert!(first && second, "both are probes");
+        assert!(
+            !BREAKER.allows(&state, later),
+            "no more than half_open_probes at once"
+        );
+        BREAKER.record(&state, true, false, later);
+        BREAKER.record(&state, true, false, later);
+        assert!(BREAKER.allows(&state, later));
+        assert!(!BREAKER.on_send(&state, later), "closed again: not a probe");
+    }
+
+    #[test]
+    fn a_failed_probe_reopens() {
+        let state = BreakerState::default();
+        fail(&state, 10, 1);
+        let later = 6_000;
+        assert!(BREAKER.on_send(&state, later));
+        BREAKER.record(&state, true, true, later);
+        assert!(!BREAKER.allows(&state, later + 1));
+        assert!(BREAKER.allows(&state, later + 5_000));
+    }
+}
