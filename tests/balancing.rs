@@ -11,16 +11,10 @@ use bytes::Bytes;
 use gateway::*;
 use http::Request;
 use http_body_util::Full;
-use rgate_upstream::{Config as UpstreamConfig, Upstream};
+use rgate_upstream::Upstream;
 
 async fn upstream(name: &str, latency: Duration) -> Upstream {
-    Upstream::spawn(UpstreamConfig {
-        name: name.into(),
-        latency,
-        ..UpstreamConfig::default()
-    })
-    .await
-    .unwrap()
+    named_upstream(name, |c| c.latency = latency).await
 }
 
 fn config(upstreams: &[&Upstream], balance: &str) -> String {

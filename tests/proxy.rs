@@ -284,7 +284,14 @@ async fn connect_failures_are_retried_on_another_endpoint_for_any_method() {
 async fn a_connection_broken_before_the_response_is_retried_for_idempotent_requests_only() {
     let good = upstream("good").await;
     let breaker = scripted_upstream(b"").await;
-    let gw = TestGateway::start(&static_config(&[breaker, good.addr()]));
+    // Half the requests hit the breaking endpoint; a full budget lets every
+    // one of them be replayed (the default budget's bound is tested in retries.rs).
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /, backend: app, retries: {{budget: 1.0}}}}\n\
+         backends:\n  - {{name: app, servers: [\"{breaker}\", \"{}\"]}}\n",
+        good.addr()
+    );
+    let gw = TestGateway::start(&yaml);
     let mut client = Client::connect(gw.addr).await;
     for i in 0..30 {
         let (status, _, body) = client.get(&format!("/g{i}")).await;

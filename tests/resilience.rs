@@ -61,19 +61,8 @@ async fn the_bulkhead_refuses_excess_requests_at_once() {
 
 #[tokio::test]
 async fn a_failing_endpoint_is_ejected_after_consecutive_errors_and_rejoins() {
-    let bad = Upstream::spawn(UpstreamConfig {
-        name: "bad".into(),
-        error_rate: 1.0,
-        ..UpstreamConfig::default()
-    })
-    .await
-    .unwrap();
-    let good = Upstream::spawn(UpstreamConfig {
-        name: "good".into(),
-        ..UpstreamConfig::default()
-    })
-    .await
-    .unwrap();
+    let bad = named_upstream("bad", |c| c.error_rate = 1.0).await;
+    let good = named_upstream("good", |_| {}).await;
     let yaml = format!(
         "routes:\n  - {{path_prefix: /, backend: app}}\n\
          backends:\n  - name: app\n    servers: [\"{}\", \"{}\"]\n    balance: round_robin\n    \
@@ -107,12 +96,7 @@ async fn a_failing_endpoint_is_ejected_after_consecutive_errors_and_rejoins() {
 
 #[tokio::test]
 async fn the_circuit_breaker_opens_on_failures_and_closes_after_a_good_probe() {
-    let healthy = Upstream::spawn(UpstreamConfig {
-        name: "healthy".into(),
-        ..UpstreamConfig::default()
-    })
-    .await
-    .unwrap();
+    let healthy = named_upstream("healthy", |_| {}).await;
     let flaky = closed_port().await;
     let yaml = format!(
         "routes:\n  - {{path_prefix: /, backend: app}}\n\
@@ -155,12 +139,7 @@ async fn the_circuit_breaker_opens_on_failures_and_closes_after_a_good_probe() {
 
 #[tokio::test]
 async fn every_endpoint_unavailable_is_a_fast_503() {
-    let failing = Upstream::spawn(UpstreamConfig {
-        error_rate: 1.0,
-        ..UpstreamConfig::default()
-    })
-    .await
-    .unwrap();
+    let failing = named_upstream("failing", |c| c.error_rate = 1.0).await;
     let yaml = format!(
         "routes:\n  - {{path_prefix: /, backend: app}}\n\
          backends:\n  - name: app\n    servers: [\"{}\"]\n    \

@@ -9,16 +9,10 @@ use bytes::Bytes;
 use gateway::*;
 use http::Request;
 use http_body_util::Full;
-use rgate_upstream::{Config as UpstreamConfig, Upstream};
+use rgate_upstream::Upstream;
 
 async fn upstream(name: &str, error_rate: f64) -> Upstream {
-    Upstream::spawn(UpstreamConfig {
-        name: name.into(),
-        error_rate,
-        ..UpstreamConfig::default()
-    })
-    .await
-    .unwrap()
+    named_upstream(name, |c| c.error_rate = error_rate).await
 }
 
 fn config(servers: &[std::net::SocketAddr], retries: &str) -> String {

@@ -110,6 +110,21 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// An in-process stub upstream named `name`, with `configure` applied.
+pub async fn named_upstream(
+    name: &str,
+    configure: impl FnOnce(&mut rgate_upstream::Config),
+) -> rgate_upstream::Upstream {
+    let mut config = rgate_upstream::Config {
+        name: name.into(),
+        ..rgate_upstream::Config::default()
+    };
+    configure(&mut config);
+    rgate_upstream::Upstream::spawn(config)
+        .await
+        .expect("upstream")
+}
+
 /// A port on 127.0.0.1 that refuses connections (bound, then released).
 pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
