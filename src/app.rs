@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use crate::backend::health;
 use crate::config::Config;
 use crate::discovery;
 use crate::observe::stats::Stats;
@@ -78,6 +79,11 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
         .unwrap_or(requested);
 
     let docker_backends = discovery::docker_backends(&snapshot.backends);
+    let health_checks: Vec<_> = snapshot
+        .backends
+        .iter()
+        .filter_map(|b| Some((b.clone(), b.health_check.clone()?)))
+        .collect();
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
     let stats = Stats::new(listeners.len());
     let gateway = Arc::new(Gateway::new(snapshot, stats.clone()));
@@ -117,6 +123,9 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
             runtime.block_on(async move {
                 if !docker_backends.is_empty() {
                     tokio::spawn(discovery::run(docker, docker_backends));
+                }
+                for (backend, check) in health_checks {
+                    tokio::spawn(health::run(backend, check));
                 }
                 let signals = if handle_signals {
                     Signals::register()

@@ -13,7 +13,7 @@ use crate::response::ResponseBody;
 pub enum GatewayError {
     #[error("backend {backend}: no endpoints")]
     NoEndpoints { backend: Arc<str> },
-    #[error("backend {backend}: every endpoint is ejected or behind an open breaker")]
+    #[error("backend {backend}: every endpoint is unhealthy, ejected or behind an open breaker")]
     EndpointsUnavailable { backend: Arc<str> },
     #[error("backend {backend}: max_in_flight reached")]
     Saturated { backend: Arc<str> },

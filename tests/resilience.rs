@@ -162,3 +162,79 @@ async fn every_endpoint_unavailable_is_a_fast_503() {
         "the open breaker sends nothing upstream"
     );
 }
+
+/// Which upstream answered each of `n` GETs.
+async fn answered_by(client: &mut Client, n: usize) -> Vec<String> {
+    let mut names = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (_, headers, _) = client.get("/x").await;
+        names.push(headers["x-upstream-name"].to_str().unwrap().to_owned());
+    }
+    names
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_its_health_check_gets_no_traffic() {
+    // Error injection applies to /status/200, so "sick" fails its probes.
+    let sick = named_upstream("sick", |c| c.error_rate = 1.0).await;
+    let well = named_upstream("well", |_| {}).await;
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /, backend: app}}\n\
+         backends:\n  - name: app\n    servers: [\"{}\", \"{}\"]\n    balance: round_robin\n    \
+         health_check: {{path: /status/200, interval: 100ms, timeout: 500ms, unhealthy_after: 2, healthy_after: 1}}\n",
+        sick.addr(),
+        well.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut client = Client::connect(gw.addr).await;
+    // Within a few probe intervals the sick endpoint leaves the rotation.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while answered_by(&mut client, 4)
+        .await
+        .iter()
+        .any(|n| n == "sick")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sick endpoint was never taken out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let names = answered_by(&mut client, 20).await;
+    assert!(names.iter().all(|n| n == "well"), "{names:?}");
+}
+
+#[tokio::test]
+async fn wait_healthy_keeps_new_endpoints_out_until_they_pass() {
+    let first = named_upstream("first", |_| {}).await;
+    let second = named_upstream("second", |_| {}).await;
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /, backend: app}}\n\
+         backends:\n  - name: app\n    servers: [\"{}\", \"{}\"]\n    \
+         health_check: {{interval: 1s, timeout: 500ms, healthy_after: 2, wait_healthy: true}}\n",
+        first.addr(),
+        second.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut client = Client::connect(gw.addr).await;
+    // Before two passing probes (about one interval), nothing may take traffic.
+    let (status, _, body) = client.get("/x").await;
+    assert_eq!(status, 503);
+    assert_eq!(json(&body)["error"], "endpoints_unavailable");
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        if client.get("/x").await.0 == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the endpoints never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let names = answered_by(&mut client, 40).await;
+    assert!(
+        names.iter().any(|n| n == "first") && names.iter().any(|n| n == "second"),
+        "{names:?}"
+    );
+}

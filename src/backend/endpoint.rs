@@ -2,7 +2,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use super::breaker::BreakerState;
@@ -33,6 +33,8 @@ pub struct Endpoint {
     /// Out of rotation until this `outlier::now_millis()` time; 0 = never ejected.
     pub(crate) ejected_until: AtomicU64,
     pub(crate) breaker: BreakerState,
+    /// The active health check's verdict (true without a health check).
+    healthy: AtomicBool,
 }
 
 impl Endpoint {
@@ -46,12 +48,27 @@ impl Endpoint {
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             breaker: BreakerState::default(),
+            healthy: AtomicBool::new(true),
         }
     }
 
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight.clamp(1, MAX_WEIGHT);
         self
+    }
+
+    /// Starts out of rotation until the health check passes it (`wait_healthy`).
+    pub fn unhealthy_until_checked(self) -> Self {
+        self.healthy.store(false, Relaxed);
+        self
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Relaxed);
     }
 
     /// Whether the endpoint may take requests at `now` (not ejected).
@@ -62,6 +79,9 @@ impl Endpoint {
     /// Like [`Endpoint::available`], reading the clock only for an endpoint
     /// that has been ejected at some point.
     pub fn available_now(&self) -> bool {
+        if !self.healthy() {
+            return false;
+        }
         let until = self.ejected_until.load(Relaxed);
         until == 0 || until <= super::outlier::now_millis()
     }

@@ -3,6 +3,7 @@
 pub mod balance;
 pub mod breaker;
 pub mod endpoint;
+pub mod health;
 pub mod outlier;
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -14,6 +15,7 @@ use arc_swap::ArcSwap;
 use self::balance::{Balance, Balancer};
 use self::breaker::Breaker;
 use self::endpoint::EndpointSet;
+use self::health::HealthCheck;
 use self::outlier::Outlier;
 
 /// How long rgate waits to open a connection to an endpoint before calling
@@ -50,6 +52,8 @@ pub struct Backend {
     pub outlier: Option<Outlier>,
     /// Per-endpoint circuit breaking, when configured.
     pub breaker: Option<Breaker>,
+    /// Active HTTP health checking, when configured.
+    pub health_check: Option<HealthCheck>,
     /// Bulkhead: requests allowed in flight at once; excess ones are refused.
     max_in_flight: Option<u32>,
     in_flight: AtomicU32,
@@ -65,6 +69,7 @@ impl Backend {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             outlier: None,
             breaker: None,
+            health_check: None,
             max_in_flight: None,
             in_flight: AtomicU32::new(0),
             endpoints: ArcSwap::from_pointee(initial),
@@ -78,6 +83,11 @@ impl Backend {
 
     pub fn with_outlier(mut self, outlier: Option<Outlier>) -> Self {
         self.outlier = outlier;
+        self
+    }
+
+    pub fn with_health_check(mut self, check: Option<HealthCheck>) -> Self {
+        self.health_check = check;
         self
     }
 

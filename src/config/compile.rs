@@ -14,12 +14,13 @@ use super::duration::ConfigDuration;
 use super::error::ConfigError;
 use super::file::{
     AddressModeFile, BackendFile, BalanceFile, BreakerFile, ConfigFile, DefaultResponseFile,
-    DockerFile, OutlierFile, PathMatchFile, RetriesFile, RetryOnFile, RouteFile,
+    DockerFile, HealthCheckFile, OutlierFile, PathMatchFile, RetriesFile, RetryOnFile, RouteFile,
 };
 use super::Config;
 use crate::backend::balance::{Balance, HashOn};
 use crate::backend::breaker::Breaker;
 use crate::backend::endpoint::{Endpoint, EndpointSet};
+use crate::backend::health::HealthCheck;
 use crate::backend::outlier::Outlier;
 use crate::backend::DEFAULT_CONNECT_TIMEOUT;
 use crate::backend::{Backend, DockerSelector, Source};
@@ -213,6 +214,7 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             max_in_flight,
             outlier,
             circuit_breaker,
+            health_check,
             balance,
             hash_on,
         } = backend;
@@ -223,6 +225,10 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
         let balance = compile_balance(&key, balance, hash_on.as_deref(), problems);
         let outlier = outlier.map(|outlier| compile_outlier(&key, outlier, problems));
         let breaker = circuit_breaker.map(|breaker| compile_breaker(&key, breaker, problems));
+        let health_check = health_check.map(|check| compile_health_check(&key, check, problems));
+        let wait_healthy = health_check
+            .as_ref()
+            .is_some_and(|check| check.wait_healthy);
         let connect_timeout = positive(
             &mut *problems,
             format!("{key}.connect_timeout"),
@@ -268,7 +274,8 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
                         "applies to Docker backends only; static servers carry their own port",
                     );
                 }
-                compile_servers(&key, &servers, problems).map(|set| (Source::Static, set))
+                compile_servers(&key, &servers, wait_healthy, problems)
+                    .map(|set| (Source::Static, set))
             }
         };
         if let Some((source, set)) = source {
@@ -277,7 +284,8 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
                     .with_connect_timeout(connect_timeout)
                     .with_max_in_flight(max_in_flight)
                     .with_outlier(outlier)
-                    .with_breaker(breaker),
+                    .with_breaker(breaker)
+                    .with_health_check(health_check),
             ));
         }
     }
@@ -353,6 +361,63 @@ fn compile_retries(
         }
     }
     policy
+}
+
+fn compile_health_check(
+    key: &str,
+    check: HealthCheckFile,
+    problems: &mut Problems<'_>,
+) -> HealthCheck {
+    let HealthCheckFile {
+        path,
+        interval,
+        timeout,
+        unhealthy_after,
+        healthy_after,
+        expect_status,
+        wait_healthy,
+    } = check;
+    let field = |name: &str| format!("{key}.health_check.{name}");
+    let path = path.unwrap_or_else(|| "/health".to_owned());
+    let path = match http::uri::PathAndQuery::try_from(path.as_str()) {
+        Ok(parsed) if path.starts_with('/') => parsed,
+        _ => {
+            problems.add(field("path"), format!("{path:?} is not an absolute path"));
+            http::uri::PathAndQuery::from_static("/")
+        }
+    };
+    let expect_status = expect_status.and_then(|code| match StatusCode::from_u16(code) {
+        Ok(status) if (100..=599).contains(&code) => Some(status),
+        _ => {
+            problems.add(
+                field("expect_status"),
+                format!("{code} is not an HTTP status code"),
+            );
+            None
+        }
+    });
+    let at_least_one =
+        |problems: &mut Problems<'_>, name: &str, value: Option<u32>, default: u32| {
+            let value = value.unwrap_or(default);
+            if value == 0 {
+                problems.add(field(name), "must be at least 1");
+            }
+            value.max(1)
+        };
+    HealthCheck {
+        path,
+        interval: positive(
+            problems,
+            field("interval"),
+            interval,
+            Duration::from_secs(5),
+        ),
+        timeout: positive(problems, field("timeout"), timeout, Duration::from_secs(1)),
+        unhealthy_after: at_least_one(problems, "unhealthy_after", unhealthy_after, 3),
+        healthy_after: at_least_one(problems, "healthy_after", healthy_after, 2),
+        expect_status,
+        wait_healthy,
+    }
 }
 
 fn compile_breaker(key: &str, breaker: BreakerFile, problems: &mut Problems<'_>) -> Breaker {
@@ -503,17 +568,21 @@ fn compile_labels(
 fn compile_servers(
     key: &str,
     servers: &[String],
+    wait_healthy: bool,
     problems: &mut Problems<'_>,
 ) -> Option<EndpointSet> {
     let mut endpoints = Vec::with_capacity(servers.len());
     let before = problems.list.len();
     for (j, server) in servers.iter().enumerate() {
         match server.parse::<SocketAddr>() {
-            Ok(addr) if addr.port() != 0 => endpoints.push(Arc::new(Endpoint::new(
-                addr,
-                format!("static:{addr}"),
-                server.as_str(),
-            ))),
+            Ok(addr) if addr.port() != 0 => {
+                let endpoint = Endpoint::new(addr, format!("static:{addr}"), server.as_str());
+                endpoints.push(Arc::new(if wait_healthy {
+                    endpoint.unhealthy_until_checked()
+                } else {
+                    endpoint
+                }));
+            }
             _ => problems.add(
                 format!("{key}.servers[{j}]"),
                 format!("{server:?} is not an IP:port address (e.g. 127.0.0.1:9001)"),

@@ -87,6 +87,8 @@ pub(crate) struct BackendFile {
     pub(crate) outlier: Option<OutlierFile>,
     /// Per-endpoint circuit breaking (default off).
     pub(crate) circuit_breaker: Option<BreakerFile>,
+    /// Active HTTP probes of every endpoint (default off).
+    pub(crate) health_check: Option<HealthCheckFile>,
     #[serde(default)]
     pub(crate) balance: BalanceFile,
     /// `ip`, `header:NAME` or `cookie:NAME`; required by `balance: hash`.
@@ -117,6 +119,26 @@ pub(crate) struct BreakerFile {
     pub(crate) open_for: Option<ConfigDuration>,
     /// Probes let through at once while half-open (default 3).
     pub(crate) half_open_probes: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheckFile {
+    /// The path probed with GET (default /health).
+    pub(crate) path: Option<String>,
+    /// Time between probes (default 5s).
+    pub(crate) interval: Option<ConfigDuration>,
+    /// Limit for one probe (default 1s).
+    pub(crate) timeout: Option<ConfigDuration>,
+    /// Failed probes in a row that take an endpoint out (default 3).
+    pub(crate) unhealthy_after: Option<u32>,
+    /// Passed probes in a row that bring it back (default 2).
+    pub(crate) healthy_after: Option<u32>,
+    /// The status of a passing probe (default: any 2xx).
+    pub(crate) expect_status: Option<u16>,
+    /// New endpoints wait for passing probes before taking traffic (default false).
+    #[serde(default)]
+    pub(crate) wait_healthy: bool,
 }
 
 /// A backend's balancing policy.

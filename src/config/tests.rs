@@ -499,3 +499,43 @@ fn circuit_breaker_settings_are_checked() {
     assert_eq!((breaker.min_requests, breaker.half_open_probes), (20, 3));
     assert_eq!(breaker.open_for, std::time::Duration::from_secs(5));
 }
+
+#[test]
+fn health_check_settings_are_checked() {
+    let backend = |check: &str| {
+        format!("backends:\n  - {{name: b, servers: [\"127.0.0.1:1\"], health_check: {check}}}\n")
+    };
+    let path = |field: &str| format!("backends[0].health_check.{field}");
+    refused(&backend("{path: health}"), &path("path"), "absolute path");
+    refused(
+        &backend("{interval: 0s}"),
+        &path("interval"),
+        "greater than zero",
+    );
+    refused(
+        &backend("{unhealthy_after: 0}"),
+        &path("unhealthy_after"),
+        "at least 1",
+    );
+    refused(
+        &backend("{expect_status: 700}"),
+        &path("expect_status"),
+        "not an HTTP status",
+    );
+    let config = parse(&backend("{}"), Path::new("c.yml")).unwrap();
+    let check = config.snapshot.backends[0].health_check.clone().unwrap();
+    assert_eq!(check.path.as_str(), "/health");
+    assert_eq!(
+        (
+            check.unhealthy_after,
+            check.healthy_after,
+            check.wait_healthy
+        ),
+        (3, 2, false)
+    );
+    let waiting = parse(&backend("{wait_healthy: true}"), Path::new("c.yml")).unwrap();
+    assert!(
+        !waiting.snapshot.backends[0].endpoints().endpoints()[0].healthy(),
+        "starts out of rotation"
+    );
+}

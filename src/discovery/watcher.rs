@@ -377,7 +377,16 @@ impl BackendState {
                 }
                 info!(backend = %self.backend.name, container = %facts.name, %addr, "endpoint added");
                 let stop_signal = facts.stop_signal;
-                let endpoint = Arc::new(Endpoint::new(addr, id, facts.name).with_weight(weight));
+                let mut endpoint = Endpoint::new(addr, id, facts.name).with_weight(weight);
+                if self
+                    .backend
+                    .health_check
+                    .as_ref()
+                    .is_some_and(|c| c.wait_healthy)
+                {
+                    endpoint = endpoint.unhealthy_until_checked();
+                }
+                let endpoint = Arc::new(endpoint);
                 self.members.insert(
                     id.to_owned(),
                     Member {

@@ -89,7 +89,7 @@ pub(super) async fn forward(
             .pick(&endpoints, key, None, backend.breaker.as_ref())
             .ok_or_else(|| {
                 let backend = backend.name.clone();
-                // Empty, or every endpoint ejected or behind an open breaker.
+                // Empty, or every endpoint unhealthy, ejected or behind an open breaker.
                 if endpoints.is_empty() {
                     GatewayError::NoEndpoints { backend }
                 } else {
