@@ -238,3 +238,40 @@ async fn wait_healthy_keeps_new_endpoints_out_until_they_pass() {
         "{names:?}"
     );
 }
+
+#[tokio::test]
+async fn a_passing_health_probe_ends_an_ejection_early() {
+    // Real traffic fails (error injection) while /health, spared by the stub, passes.
+    let flaky = named_upstream("flaky", |c| c.error_rate = 1.0).await;
+    let well = named_upstream("well", |_| {}).await;
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /, backend: app}}\n\
+         backends:\n  - name: app\n    servers: [\"{}\", \"{}\"]\n    balance: round_robin\n    \
+         outlier: {{consecutive_errors: 1, eject_for: 1h, max_ejected_percent: 50}}\n    \
+         health_check: {{path: /health, interval: 200ms, healthy_after: 1}}\n",
+        flaky.addr(),
+        well.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut client = Client::connect(gw.addr).await;
+    // The first request to "flaky" fails and ejects it for an hour...
+    let names = answered_by(&mut client, 6).await;
+    assert_eq!(
+        names.iter().filter(|n| *n == "flaky").count(),
+        1,
+        "{names:?}"
+    );
+    // ...yet the next passing probe brings it back well before that.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !answered_by(&mut client, 2)
+        .await
+        .iter()
+        .any(|n| n == "flaky")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a passing probe did not readmit the endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

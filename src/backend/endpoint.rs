@@ -71,6 +71,13 @@ impl Endpoint {
         self.healthy.store(healthy, Relaxed);
     }
 
+    /// Ends an outlier ejection (a passing health probe vouches for it).
+    pub(crate) fn readmit(&self) {
+        if self.ejected_until.load(Relaxed) != 0 {
+            self.ejected_until.store(0, Relaxed);
+        }
+    }
+
     /// Whether the endpoint may take requests at `now` (not ejected).
     pub fn available(&self, now: u64) -> bool {
         self.ejected_until.load(Relaxed) <= now

@@ -72,6 +72,10 @@ pub(crate) async fn run(backend: Arc<Backend>, check: HealthCheck) {
             }
         });
         for (endpoint, passed) in futures_util::future::join_all(probes).await {
+            if passed {
+                // A passing probe ends an outlier ejection early.
+                endpoint.readmit();
+            }
             let counter = counters.entry(endpoint.id.clone()).or_default();
             if let Some(healthy) = counter.record(passed, endpoint.healthy(), &check) {
                 endpoint.set_healthy(healthy);
