@@ -15,6 +15,14 @@ pub enum GatewayError {
     NoEndpoints { backend: Arc<str> },
     #[error("backend {backend}: every endpoint is unhealthy, ejected or behind an open breaker")]
     EndpointsUnavailable { backend: Arc<str> },
+    #[error("backend {backend}: reading the request body failed: {source}")]
+    ClientBody {
+        backend: Arc<str>,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("backend {backend}: the client did not send its request body in time")]
+    ClientTimeout { backend: Arc<str> },
     #[error("backend {backend}: max_in_flight reached")]
     Saturated { backend: Arc<str> },
     #[error("backend {backend}: connect failed: {source}")]
@@ -63,6 +71,15 @@ impl GatewayError {
                 "endpoints_unavailable",
                 backend,
             ),
+            // The client broke off or sent a malformed body while rgate read
+            // it for replay: the request itself is at fault (RFC 9110 §15.5.1).
+            GatewayError::ClientBody { backend, .. } => {
+                (StatusCode::BAD_REQUEST, "request_body", backend)
+            }
+            // The client was too slow to send a body rgate had to read first.
+            GatewayError::ClientTimeout { backend } => {
+                (StatusCode::REQUEST_TIMEOUT, "request_timeout", backend)
+            }
             // The bulkhead is full: refuse at once rather than queue (RFC 9110 §15.6.4).
             GatewayError::Saturated { backend } => (
                 StatusCode::SERVICE_UNAVAILABLE,

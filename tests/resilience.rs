@@ -248,12 +248,18 @@ async fn a_passing_health_probe_ends_an_ejection_early() {
         "routes:\n  - {{path_prefix: /, backend: app}}\n\
          backends:\n  - name: app\n    servers: [\"{}\", \"{}\"]\n    balance: round_robin\n    \
          outlier: {{consecutive_errors: 1, eject_for: 1h, max_ejected_percent: 50}}\n    \
-         health_check: {{path: /health, interval: 200ms, healthy_after: 1}}\n",
+         health_check: {{path: /health, interval: 1s, healthy_after: 1}}\n",
         flaky.addr(),
         well.addr()
     );
     let gw = TestGateway::start(&yaml);
     let mut client = Client::connect(gw.addr).await;
+    // Start right after the first probe round, a full interval before the next.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while flaky.requests() == 0 {
+        assert!(Instant::now() < deadline, "no health probe arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // The first request to "flaky" fails and ejects it for an hour...
     let names = answered_by(&mut client, 6).await;
     assert_eq!(

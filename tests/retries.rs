@@ -99,3 +99,35 @@ async fn attempts_1_disables_retries() {
         "round robin alternates; nothing is retried"
     );
 }
+
+#[tokio::test]
+async fn a_small_body_is_kept_and_resent_when_the_connection_breaks() {
+    let breaking = scripted_upstream(b"").await;
+    let healthy = upstream("healthy", 0.0).await;
+    let gw = TestGateway::start(&config(
+        &[breaking, healthy.addr()],
+        "{budget: 1.0, replay_body_limit: 1024}",
+    ));
+    let mut client = Client::connect(gw.addr).await;
+    let put = |size: usize| {
+        Request::put("/doc")
+            .header("host", "a")
+            .body(Full::new(Bytes::from(vec![b'x'; size])))
+            .unwrap()
+    };
+    // Round robin: each PUT first meets the breaking endpoint, then is resent.
+    for _ in 0..3 {
+        let (status, _, body) = read(client.send(put(1000)).await).await;
+        assert_eq!(status, 200, "{body:?}");
+        assert_eq!(
+            json(&body)["body_len"],
+            1000,
+            "the replay carried the whole body"
+        );
+        assert_eq!(client.get("/skip").await.0, 200, "advance the rotation");
+    }
+    // Over the limit the body streams upstream and cannot be resent.
+    let (status, _, body) = read(client.send(put(2000)).await).await;
+    assert_eq!(status, 503);
+    assert_eq!(json(&body)["error"], "upstream_reset");
+}

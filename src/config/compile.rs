@@ -318,11 +318,15 @@ fn compile_retries(
         attempts,
         on,
         budget,
+        replay_body_limit,
     }) = retries
     else {
         return RetryPolicy::default();
     };
     let mut policy = RetryPolicy::default();
+    if let Some(limit) = replay_body_limit {
+        policy.replay_body_limit = limit;
+    }
     if let Some(attempts) = attempts {
         if !(1..=5).contains(&attempts) {
             problems.add(

@@ -41,6 +41,8 @@ pub(crate) struct RetriesFile {
     pub(crate) on: Option<Vec<RetryOnFile>>,
     /// Retries allowed per request, 0.0–1.0 (default 0.2).
     pub(crate) budget: Option<f64>,
+    /// Bodies up to this many bytes are kept for replays (default 65536).
+    pub(crate) replay_body_limit: Option<u64>,
 }
 
 /// One retry condition: a name or an upstream status code.

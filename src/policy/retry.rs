@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode};
 
+/// Bodies up to this size are kept for replays unless the config says otherwise.
+pub const DEFAULT_REPLAY_BODY_LIMIT: u64 = 64 * 1024;
 /// Retry budget tokens are counted in thousandths.
 const MILLI: i64 = 1000;
 /// Retries that may happen before traffic has earned any: lets a quiet route
@@ -26,6 +28,9 @@ pub struct RetryPolicy {
     pub on_reset: bool,
     /// Upstream statuses that are retried (from 502, 503, 504).
     pub on_status: Vec<StatusCode>,
+    /// Bodies of repeatable requests up to this size (by Content-Length) are
+    /// read before sending, so that a replay can resend them.
+    pub replay_body_limit: u64,
     pub budget: Arc<RetryBudget>,
 }
 
@@ -35,6 +40,7 @@ impl Default for RetryPolicy {
             attempts: 2,
             on_reset: true,
             on_status: Vec::new(),
+            replay_body_limit: DEFAULT_REPLAY_BODY_LIMIT,
             budget: Arc::new(RetryBudget::new(0.2)),
         }
     }
@@ -48,9 +54,10 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Whether a request that may have reached the upstream may be sent again.
-pub(crate) fn replayable(method: &Method, headers: &HeaderMap, has_body: bool) -> bool {
-    !has_body && (is_idempotent(method) || headers.contains_key("idempotency-key"))
+/// Whether a request that may have reached the upstream may be sent again
+/// (given its body is still at hand).
+pub(crate) fn safe_to_repeat(method: &Method, headers: &HeaderMap) -> bool {
+    is_idempotent(method) || headers.contains_key("idempotency-key")
 }
 
 /// A token bucket shared by a route's requests: every request earns
@@ -138,16 +145,12 @@ mod tests {
     }
 
     #[test]
-    fn only_bodiless_idempotent_or_keyed_requests_are_replayable() {
+    fn only_idempotent_or_keyed_requests_are_safe_to_repeat() {
         let mut headers = HeaderMap::new();
-        assert!(replayable(&Method::GET, &headers, false));
-        assert!(replayable(&Method::DELETE, &headers, false));
-        assert!(!replayable(&Method::POST, &headers, false));
-        assert!(
-            !replayable(&Method::PUT, &headers, true),
-            "a streamed body is gone"
-        );
+        assert!(safe_to_repeat(&Method::GET, &headers));
+        assert!(safe_to_repeat(&Method::DELETE, &headers));
+        assert!(!safe_to_repeat(&Method::POST, &headers));
         headers.insert("idempotency-key", "k-1".parse().unwrap());
-        assert!(replayable(&Method::POST, &headers, false));
+        assert!(safe_to_repeat(&Method::POST, &headers));
     }
 }

@@ -36,11 +36,11 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The request body sent upstream: the client's body streamed through, or
-/// nothing (a replayed bodiless request).
+/// one held in memory (none, or a small body kept so a retry can resend it).
 #[derive(Debug)]
 pub enum RequestBody {
     Incoming(Incoming),
-    Empty,
+    Full(Option<Bytes>),
 }
 
 impl Body for RequestBody {
@@ -53,21 +53,23 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Incoming(body) => Pin::new(body).poll_frame(cx),
-            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Incoming(body) => body.is_end_stream(),
-            RequestBody::Empty => true,
+            RequestBody::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Incoming(body) => body.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }

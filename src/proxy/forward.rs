@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
 use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::{timeout_at, Instant};
 
@@ -17,7 +19,7 @@ use crate::backend::endpoint::{Endpoint, InFlight};
 use crate::backend::outlier::now_millis;
 use crate::backend::{Admission, Backend, Saturated};
 use crate::error::GatewayError;
-use crate::policy::retry::replayable;
+use crate::policy::retry::safe_to_repeat;
 use crate::response::ResponseBody;
 use crate::router::Route;
 
@@ -74,10 +76,8 @@ pub(super) async fn forward(
     policy.budget.earn();
     // Only least_conn reads in-flight counts: other policies skip the shared counter.
     let track = *backend.balancer.policy() == Balance::LeastConn;
-    // The template for replays, kept only for requests that are safe to repeat.
-    let replay = (policy.attempts > 1
-        && replayable(&parts.method, &parts.headers, !body.is_end_stream()))
-    .then(|| copy_head(&parts));
+    // One deadline for the response head, across every attempt.
+    let deadline = Instant::now() + route.timeout;
     let mut endpoint = {
         let endpoints = backend.endpoints();
         let key = RequestKey {
@@ -97,9 +97,44 @@ pub(super) async fn forward(
                 }
             })
     }?;
-    let mut request = Request::from_parts(parts, RequestBody::Incoming(body));
-    // One deadline for the response head, across every attempt.
-    let deadline = Instant::now() + route.timeout;
+    // A request safe to repeat keeps a template for replays. Its body must be
+    // at hand to resend: none, or a small one read in full before sending.
+    let repeatable = policy.attempts > 1 && safe_to_repeat(&parts.method, &parts.headers);
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|length| length <= policy.replay_body_limit);
+    let (body, replay_body) = match (repeatable, body.is_end_stream(), small) {
+        (true, true, _) => (RequestBody::Full(None), Some(None)),
+        (true, false, true) => {
+            let bytes = match timeout_at(deadline, body.collect()).await {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(source)) => {
+                    return Err(GatewayError::ClientBody {
+                        backend: backend.name.clone(),
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(GatewayError::ClientTimeout {
+                        backend: backend.name.clone(),
+                    })
+                }
+            };
+            (RequestBody::Full(Some(bytes.clone())), Some(Some(bytes)))
+        }
+        (false, _, _) | (true, false, false) => (RequestBody::Incoming(body), None),
+    };
+    let replay = replay_body.map(|bytes| {
+        request_with(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            bytes,
+        )
+    });
+    let mut request = Request::from_parts(parts, body);
     let mut tries = 1;
     loop {
         let probe = backend
@@ -289,14 +324,16 @@ fn prepare_upstream_request(
     parts.version = Version::HTTP_11;
 }
 
-/// A bodiless request with the given head: replays are built from these.
-fn bodiless(
+/// A request with the given head and an in-memory body: replays are built
+/// from these (the bytes are shared, not copied).
+fn request_with(
     method: &Method,
     uri: &Uri,
     version: Version,
     headers: &http::HeaderMap,
-) -> Request<RequestBody> {
-    let mut copy = Request::new(RequestBody::Empty);
+    body: Option<Bytes>,
+) -> Request<Option<Bytes>> {
+    let mut copy = Request::new(body);
     *copy.method_mut() = method.clone();
     *copy.uri_mut() = uri.clone();
     *copy.version_mut() = version;
@@ -304,19 +341,16 @@ fn bodiless(
     copy
 }
 
-/// The template for replays: a bodiless copy of the upstream request head.
-fn copy_head(parts: &http::request::Parts) -> Request<RequestBody> {
-    bodiless(&parts.method, &parts.uri, parts.version, &parts.headers)
-}
-
-/// A fresh request from a replay template.
-fn copy_request(template: &Request<RequestBody>) -> Request<RequestBody> {
-    bodiless(
+/// A fresh request to send from a replay template.
+fn copy_request(template: &Request<Option<Bytes>>) -> Request<RequestBody> {
+    request_with(
         template.method(),
         template.uri(),
         template.version(),
         template.headers(),
+        template.body().clone(),
     )
+    .map(RequestBody::Full)
 }
 
 fn into_client_response(
