@@ -1,12 +1,12 @@
 //! The request path. A request's journey, in order:
 //!
 //! ```text
-//!  client ──► normalize ──► /stats? ──► route ──► select endpoint ──► forward ──► response
-//!              (path)        (rgate     (longest   (balancer over      (pooled      (hop-by-hop
-//!                            answers)    prefix)    the backend's       HTTP/1.1     stripped,
-//!                                           │       endpoint set)       upstream,    X-Request-Id)
-//!                                           ▼                           one retry)
-//!                                    default_response
+//!  client ──► normalize ──► /stats? ──► route ──► admit ──► select endpoint ──► forward ──► response
+//!              (path)        (rgate     (longest   (bulk-   (balancer over      (pooled      (hop-by-hop
+//!                            answers)    prefix)    head)    the endpoints      HTTP/1.1,    stripped,
+//!                                           │                that are healthy,  timeouts,    X-Request-Id;
+//!                                           ▼                not ejected, not   retries in   idle timeout)
+//!                                    default_response        breaker-open)      budget)
 //! ```
 //!
 //! Every outcome, including failures and client cancellation, is recorded once
