@@ -253,3 +253,24 @@ fn hash_by_cookie_and_ip_and_missing_keys() {
     let c = counts(&by_cookie, &endpoints, 2000);
     assert!(c.iter().all(|&n| n > 300), "{c:?}");
 }
+
+#[test]
+fn every_policy_skips_unhealthy_and_ejected_endpoints() {
+    for policy in all_policies() {
+        let endpoints = set(3);
+        endpoints.endpoints()[0].set_healthy(false);
+        endpoints.endpoints()[1]
+            .ejected_until
+            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        let balancer = Balancer::new(policy.clone());
+        for _ in 0..100 {
+            let e = balancer.pick(&endpoints, key(), None, None).unwrap();
+            assert_eq!(index(&e), 2, "{policy:?} picked an unavailable endpoint");
+        }
+        endpoints.endpoints()[2].set_healthy(false);
+        assert!(
+            balancer.pick(&endpoints, key(), None, None).is_none(),
+            "{policy:?}: none left means no pick"
+        );
+    }
+}
