@@ -292,6 +292,20 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
     compiled
 }
 
+/// An optional count that must be at least 1 when given.
+fn at_least_one(
+    problems: &mut Problems<'_>,
+    path: String,
+    value: Option<u32>,
+    default: u32,
+) -> u32 {
+    let value = value.unwrap_or(default);
+    if value == 0 {
+        problems.add(path, "must be at least 1");
+    }
+    value.max(1)
+}
+
 /// An optional duration that must be greater than zero when given.
 fn positive(
     problems: &mut Problems<'_>,
@@ -400,14 +414,6 @@ fn compile_health_check(
             None
         }
     });
-    let at_least_one =
-        |problems: &mut Problems<'_>, name: &str, value: Option<u32>, default: u32| {
-            let value = value.unwrap_or(default);
-            if value == 0 {
-                problems.add(field(name), "must be at least 1");
-            }
-            value.max(1)
-        };
     HealthCheck {
         path,
         interval: positive(
@@ -417,8 +423,8 @@ fn compile_health_check(
             Duration::from_secs(5),
         ),
         timeout: positive(problems, field("timeout"), timeout, Duration::from_secs(1)),
-        unhealthy_after: at_least_one(problems, "unhealthy_after", unhealthy_after, 3),
-        healthy_after: at_least_one(problems, "healthy_after", healthy_after, 2),
+        unhealthy_after: at_least_one(problems, field("unhealthy_after"), unhealthy_after, 3),
+        healthy_after: at_least_one(problems, field("healthy_after"), healthy_after, 2),
         expect_status,
         wait_healthy,
     }
@@ -437,20 +443,12 @@ fn compile_breaker(key: &str, breaker: BreakerFile, problems: &mut Problems<'_>)
     if !(error_ratio > 0.0 && error_ratio <= 1.0) {
         problems.add(path("error_ratio"), "must be in (0.0, 1.0]");
     }
-    let min_requests = min_requests.unwrap_or(20);
-    if min_requests == 0 {
-        problems.add(path("min_requests"), "must be at least 1");
-    }
-    let half_open_probes = half_open_probes.unwrap_or(3);
-    if half_open_probes == 0 {
-        problems.add(path("half_open_probes"), "must be at least 1");
-    }
     Breaker {
         error_ratio,
-        min_requests,
+        min_requests: at_least_one(problems, path("min_requests"), min_requests, 20),
         window: positive(problems, path("window"), window, Duration::from_secs(10)),
         open_for: positive(problems, path("open_for"), open_for, Duration::from_secs(5)),
-        half_open_probes,
+        half_open_probes: at_least_one(problems, path("half_open_probes"), half_open_probes, 3),
     }
 }
 
@@ -460,13 +458,12 @@ fn compile_outlier(key: &str, outlier: OutlierFile, problems: &mut Problems<'_>)
         eject_for,
         max_ejected_percent,
     } = outlier;
-    let consecutive_errors = consecutive_errors.unwrap_or(5);
-    if consecutive_errors == 0 {
-        problems.add(
-            format!("{key}.outlier.consecutive_errors"),
-            "must be at least 1",
-        );
-    }
+    let consecutive_errors = at_least_one(
+        problems,
+        format!("{key}.outlier.consecutive_errors"),
+        consecutive_errors,
+        5,
+    );
     let max_ejected_percent = max_ejected_percent.unwrap_or(50);
     if max_ejected_percent > 100 {
         problems.add(
