@@ -93,8 +93,8 @@ async fn echo_reports_method_path_query_headers_and_body_len() {
         .method(Method::POST)
         .uri("/api/payment/x?a=1&b=2")
         .header("host", "upstream.test")
-        .header("X-Forwarded-For", "10.0.0.1")
-        .header("x-forwarded-for", "10.0.0.2")
+        .header("X-Forwarded-For", "203.0.113.1")
+        .header("x-forwarded-for", "203.0.113.2")
         .body(Full::new(Bytes::from(vec![b'z'; 100_000])))
         .unwrap();
     let r = send(&mut c, req).await;
@@ -108,7 +108,7 @@ async fn echo_reports_method_path_query_headers_and_body_len() {
     assert_eq!(v["query"], "a=1&b=2");
     assert_eq!(v["body_len"], 100_000);
     assert_eq!(v["headers"]["host"], "upstream.test");
-    assert_eq!(v["headers"]["x-forwarded-for"], "10.0.0.1, 10.0.0.2");
+    assert_eq!(v["headers"]["x-forwarded-for"], "203.0.113.1, 203.0.113.2");
     assert_eq!(v["headers"]["content-length"], "100000");
 
     let v = get(&mut c, "/").await.json();
