@@ -61,8 +61,8 @@ EOF
 }
 
 die() { echo "containment.sh: error: $*" >&2; exit 1; }
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 while (($#)); do
     case $1 in
@@ -122,31 +122,7 @@ PIDS=()            # every process this script started and has not reaped yet
 WORK=""
 FAILED=1
 
-stop_pid() {
-    # stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL. Only our own PIDs.
-    local pid=$1 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "pid $pid did not exit after SIGTERM; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
 
-forget_pid() {
-    local keep=() p
-    for p in "${PIDS[@]-}"; do
-        [[ -n $p && $p != "$1" ]] && keep+=("$p")
-    done
-    PIDS=("${keep[@]-}")
-}
 
 cleanup() {
     local rc=$?
@@ -192,22 +168,6 @@ STUB_BIN="$REPO/target/release/rgate-upstream"
 [[ -x $STUB_BIN ]] || die "$STUB_BIN not found (build failed or --no-build)"
 
 # ------------------------------------------------------------------ ports --
-port_free() {
-    # Succeeds if nothing listens on 127.0.0.1:$1 (bound like a server would,
-    # with SO_REUSEADDR, so TIME_WAIT leftovers do not count as "taken").
-    python3 - "$1" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-    s.listen(1)
-except OSError:
-    sys.exit(1)
-finally:
-    s.close()
-PY
-}
 for name in "${STUBS[@]}" rgate; do
     port_free "${PORT[$name]}" ||
         die "port 127.0.0.1:${PORT[$name]} ($name) is already taken; free it or pick another --base-port"
@@ -246,23 +206,7 @@ PY
     "$RGATE_BIN" check "$WORK/$cfg.yml" >&2 || die "rgate check refused $CONF_DIR/$cfg.yml"
 done
 
-http_code() { curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$1" || true; }
 
-wait_ready() {
-    # wait_ready NAME PID URL: until URL answers 200 (at most 15 s).
-    local name=$1 pid=$2 url=$3 i code=""
-    for ((i = 0; i < 150; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 30 "$WORK/$name.log" >&2 || true
-            die "$name (pid $pid) exited during start-up; log above"
-        fi
-        code=$(http_code "$url")
-        [[ $code == 200 ]] && return 0
-        sleep 0.1
-    done
-    tail -n 30 "$WORK/$name.log" >&2 || true
-    die "$name did not answer 200 on $url within 15 s (last status: ${code:-none})"
-}
 
 declare -A STUB_PID=()
 start_stubs() {
@@ -291,10 +235,6 @@ stub_requests() {
     echo "${out[*]}"
 }
 
-cpu_ticks() {
-    # utime+stime (clock ticks) of a process, all its threads included.
-    awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' "/proc/$1/stat"
-}
 
 RGATE_PID=""
 start_rgate() {
@@ -322,10 +262,6 @@ machine_ticks() {
     awk '$1 == "cpu" { print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9; exit }' /proc/stat
 }
 
-children_ticks() {
-    # cutime+cstime of this shell: CPU of its reaped children (oha, once waited for).
-    awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[14] + f[15] }' "/proc/$$/stat"
-}
 
 ours_ticks() {
     # CPU ticks of rgate and the six stubs so far.

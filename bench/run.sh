@@ -58,9 +58,9 @@ EOF
 }
 
 die() { echo "run.sh: error: $*" >&2; exit 1; }
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
 while (($#)); do
     case $1 in
@@ -119,27 +119,6 @@ WORK=""
 POLICY_RC_CREATED=0
 FAILED=1
 
-stop_pid() {
-    # stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL. Only our own PIDs.
-    local pid=$1 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "pid $pid did not exit after SIGTERM; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    local keep=() p
-    for p in "${PIDS[@]-}"; do
-        [[ -n $p && $p != "$pid" ]] && keep+=("$p")
-    done
-    PIDS=("${keep[@]-}")
-}
 
 cleanup() {
     local rc=$?
@@ -220,22 +199,6 @@ if [[ $UPSTREAM_KIND == stub ]]; then
 fi
 
 # ------------------------------------------------------------------ ports --
-port_free() {
-    # Succeeds if nothing listens on 127.0.0.1:$1 (bound like a server would,
-    # with SO_REUSEADDR, so TIME_WAIT leftovers do not count as "taken").
-    python3 - "$1" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-    s.listen(1)
-except OSError:
-    sys.exit(1)
-finally:
-    s.close()
-PY
-}
 
 require_port_free() {
     port_free "$1" || die "port 127.0.0.1:$1 ($2) is already taken; free it or pick another --base-port"
@@ -281,23 +244,7 @@ start_server() {
     PIDS+=("$LAST_PID")
 }
 
-http_code() { curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$1" || true; }
 
-wait_ready() {
-    # wait_ready NAME PID URL: until URL answers 200 (at most 15 s).
-    local name=$1 pid=$2 url=$3 i code=""
-    for ((i = 0; i < 150; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 30 "$WORK/$name.log" >&2 || true
-            die "$name (pid $pid) exited during start-up; log above"
-        fi
-        code=$(http_code "$url")
-        [[ $code == 200 ]] && return 0
-        sleep 0.1
-    done
-    tail -n 30 "$WORK/$name.log" >&2 || true
-    die "$name did not answer 200 on $url within 15 s (last status: ${code:-none})"
-}
 
 check_body() {
     # The proxied response must be the upstream's 100-byte body.
@@ -360,10 +307,6 @@ start_proxy() {
     check_body "$t" "http://$listen/"
 }
 
-cpu_ticks() {
-    # utime+stime (clock ticks) of a process, all its threads included.
-    awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' "/proc/$1/stat"
-}
 
 core_ticks() {
     # core_ticks N: "busy steal total" clock ticks of CPU N from /proc/stat
@@ -371,11 +314,6 @@ core_ticks() {
     awk -v c="cpu$1" '$1 == c { print $2+$3+$4+$7+$8, $9, $2+$3+$4+$5+$6+$7+$8+$9 }' /proc/stat
 }
 
-children_ticks() {
-    # cutime+cstime of this shell: CPU of its reaped children (the load
-    # generator, once waited for), to tell the load core's other work apart.
-    awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[14] + f[15] }' "/proc/$$/stat"
-}
 
 vm_hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
