@@ -59,7 +59,6 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Running {
     local_addr: SocketAddr,
-    stats: Stats,
     stop: watch::Sender<bool>,
     control: Option<thread::JoinHandle<DrainReport>>,
 }
@@ -145,7 +144,6 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     info!(addr = %local_addr, "rgate listening");
     Ok(Running {
         local_addr,
-        stats,
         stop,
         control: Some(control),
     })
@@ -213,10 +211,6 @@ impl Running {
     /// The address the gateway listens on (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    pub fn stats(&self) -> &Stats {
-        &self.stats
     }
 
     /// Blocks until a stop (signal or [`Running::shutdown`]) has drained the workers.
