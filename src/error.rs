@@ -23,6 +23,8 @@ pub enum GatewayError {
     },
     #[error("backend {backend}: the client did not send its request body in time")]
     ClientTimeout { backend: Arc<str> },
+    #[error("backend {backend}: the backend's circuit breaker is open")]
+    CircuitOpen { backend: Arc<str> },
     #[error("backend {backend}: max_in_flight reached")]
     Saturated { backend: Arc<str> },
     #[error("backend {backend}: connect failed: {source}")]
@@ -79,6 +81,11 @@ impl GatewayError {
             // The client was too slow to send a body rgate had to read first.
             GatewayError::ClientTimeout { backend } => {
                 (StatusCode::REQUEST_TIMEOUT, "request_timeout", backend)
+            }
+            // The backend as a whole is failing: shed load at once and give it
+            // room to recover, like a backend that is down.
+            GatewayError::CircuitOpen { backend } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "circuit_open", backend)
             }
             // The bulkhead is full: refuse at once rather than queue (RFC 9110 §15.6.4).
             GatewayError::Saturated { backend } => (

@@ -163,6 +163,67 @@ async fn every_endpoint_unavailable_is_a_fast_503() {
     );
 }
 
+#[tokio::test]
+async fn the_backend_circuit_opens_when_the_backend_fails_as_a_whole_and_recovers() {
+    let down = closed_port().await;
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /, backend: app}}\n\
+         backends:\n  - name: app\n    servers: [\"{down}\"]\n    \
+         backend_circuit_breaker: {{min_requests: 4, open_for: 400ms, half_open_probes: 1}}\n"
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut client = Client::connect(gw.addr).await;
+    for _ in 0..4 {
+        let (status, _, body) = client.get("/x").await;
+        assert_eq!(status, 503);
+        assert_eq!(json(&body)["error"], "connect_failed");
+    }
+    // The backend came back, but its circuit is open: answered at once, nothing sent.
+    let listener = tokio::net::TcpListener::bind(down).await.unwrap();
+    let back = Upstream::spawn_with_listener(listener, UpstreamConfig::default()).unwrap();
+    let (status, _, body) = client.get("/x").await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"error": "circuit_open", "backend": "app"})
+    );
+    assert_eq!(back.requests(), 0, "an open circuit sends nothing upstream");
+    // After open_for, one good probe closes it.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    for _ in 0..5 {
+        assert_eq!(client.get("/x").await.0, 200);
+    }
+    assert_eq!(back.requests(), 5);
+}
+
+#[tokio::test]
+async fn one_sick_endpoint_that_retries_absorb_never_opens_the_backend_circuit() {
+    let sick = named_upstream("sick", |c| c.error_rate = 1.0).await;
+    let first = named_upstream("first", |_| {}).await;
+    let second = named_upstream("second", |_| {}).await;
+    // A third of the attempts fail, above the 30% threshold; but clients get
+    // the retries' answers, and those are what the backend circuit judges.
+    let yaml = format!(
+        "routes:\n  - path_prefix: /\n    backend: app\n    \
+         retries: {{attempts: 2, on: [503], budget: 1.0}}\n\
+         backends:\n  - name: app\n    servers: [\"{}\", \"{}\", \"{}\"]\n    balance: round_robin\n    \
+         backend_circuit_breaker: {{error_ratio: 0.3, min_requests: 5}}\n",
+        sick.addr(),
+        first.addr(),
+        second.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut client = Client::connect(gw.addr).await;
+    for _ in 0..60 {
+        assert_eq!(client.get("/x").await.0, 200);
+    }
+    assert!(
+        sick.requests() >= 15,
+        "the sick endpoint kept its share of first attempts: {}",
+        sick.requests()
+    );
+}
+
 /// Which upstream answered each of `n` GETs.
 async fn answered_by(client: &mut Client, n: usize) -> Vec<String> {
     let mut names = Vec::with_capacity(n);

@@ -1,6 +1,9 @@
-//! Circuit breaker per endpoint: an endpoint that fails too large a share of
-//! its recent requests is cut off for `open_for`, then tried again with a few
-//! probes before it takes full traffic.
+//! Circuit breakers. Per endpoint: an endpoint that fails too large a share
+//! of its recent requests is cut off for `open_for`, then tried again with a
+//! few probes before it takes full traffic. Per backend ([`BackendCircuit`]):
+//! the same machine, judged on what clients receive after retries, so one sick
+//! endpoint that retries and endpoint breakers absorb never opens it; only a
+//! backend failing as a whole does.
 //!
 //! ```text
 //!   closed ──(≥ min_requests in the window, failures ≥ error_ratio)──► open
@@ -84,6 +87,14 @@ impl Breaker {
         false
     }
 
+    /// Forgets a request that ended without a verdict (cancelled, or never
+    /// sent): a probe slot it held is freed, nothing is counted.
+    pub fn release(&self, state: &BreakerState, probe: bool) {
+        if probe {
+            state.probes.fetch_sub(1, Relaxed);
+        }
+    }
+
     /// Records a request's outcome; `probe` is what [`Breaker::on_send`] said.
     pub fn record(&self, state: &BreakerState, probe: bool, failed: bool, now: u64) {
         if probe {
@@ -128,6 +139,69 @@ impl Breaker {
         state.window_start.store(now, Relaxed);
         state.requests.store(0, Relaxed);
         state.failures.store(0, Relaxed);
+    }
+}
+
+/// A breaker over a whole backend: open, it answers every request at once
+/// without touching an endpoint.
+#[derive(Debug)]
+pub struct BackendCircuit {
+    breaker: Breaker,
+    state: BreakerState,
+}
+
+/// The backend's breaker is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitOpen;
+
+/// A request let through a [`BackendCircuit`]; give it the request's verdict
+/// with [`Pass::record`]. Dropped without one, it only frees its probe slot.
+#[derive(Debug)]
+pub struct Pass<'a> {
+    circuit: &'a BackendCircuit,
+    probe: bool,
+    done: bool,
+}
+
+impl BackendCircuit {
+    pub fn new(breaker: Breaker) -> Self {
+        Self {
+            breaker,
+            state: BreakerState::default(),
+        }
+    }
+
+    /// Lets a request through, or refuses it while the breaker is open (or
+    /// half-open with every probe slot taken).
+    pub fn pass(&self, now: u64) -> Result<Pass<'_>, CircuitOpen> {
+        if !self.breaker.allows(&self.state, now) {
+            return Err(CircuitOpen);
+        }
+        Ok(Pass {
+            circuit: self,
+            probe: self.breaker.on_send(&self.state, now),
+            done: false,
+        })
+    }
+}
+
+impl Pass<'_> {
+    pub fn record(mut self, failed: bool, now: u64) {
+        self.done = true;
+        let circuit = self.circuit;
+        circuit
+            .breaker
+            .record(&circuit.state, self.probe, failed, now);
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.circuit
+                .breaker
+                .release(&self.circuit.state, self.probe);
+        }
     }
 }
 
@@ -220,5 +294,32 @@ mod tests {
         BREAKER.record(&state, true, true, later);
         assert!(!BREAKER.allows(&state, later + 1));
         assert!(BREAKER.allows(&state, later + 5_000));
+    }
+
+    #[test]
+    fn a_backend_circuit_opens_refuses_and_recovers_through_probes() {
+        let circuit = BackendCircuit::new(BREAKER);
+        for _ in 0..10 {
+            circuit.pass(1).unwrap().record(true, 1);
+        }
+        assert_eq!(circuit.pass(2).unwrap_err(), CircuitOpen);
+        let later = 6_000;
+        let first = circuit.pass(later).unwrap();
+        let second = circuit.pass(later).unwrap();
+        assert_eq!(
+            circuit.pass(later).unwrap_err(),
+            CircuitOpen,
+            "half-open: two probe slots, both taken"
+        );
+        drop(first);
+        let third = circuit.pass(later).expect("a dropped probe frees its slot");
+        second.record(false, later);
+        third.record(false, later);
+        for _ in 0..100 {
+            circuit
+                .pass(later)
+                .expect("closed again")
+                .record(false, later);
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use self::balance::{Balance, Balancer};
-use self::breaker::Breaker;
+use self::breaker::{BackendCircuit, Breaker};
 use self::endpoint::EndpointSet;
 use self::health::HealthCheck;
 use self::outlier::Outlier;
@@ -52,6 +52,8 @@ pub struct Backend {
     pub outlier: Option<Outlier>,
     /// Per-endpoint circuit breaking, when configured.
     pub breaker: Option<Breaker>,
+    /// A circuit breaker over the whole backend, when configured.
+    pub circuit: Option<BackendCircuit>,
     /// Active HTTP health checking, when configured.
     pub health_check: Option<HealthCheck>,
     /// Bulkhead: requests allowed in flight at once; excess ones are refused.
@@ -69,6 +71,7 @@ impl Backend {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             outlier: None,
             breaker: None,
+            circuit: None,
             health_check: None,
             max_in_flight: None,
             in_flight: AtomicU32::new(0),
@@ -93,6 +96,11 @@ impl Backend {
 
     pub fn with_breaker(mut self, breaker: Option<Breaker>) -> Self {
         self.breaker = breaker;
+        self
+    }
+
+    pub fn with_circuit(mut self, breaker: Option<Breaker>) -> Self {
+        self.circuit = breaker.map(BackendCircuit::new);
         self
     }
 

@@ -214,6 +214,7 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
             max_in_flight,
             outlier,
             circuit_breaker,
+            backend_circuit_breaker,
             health_check,
             balance,
             hash_on,
@@ -224,7 +225,10 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
         }
         let balance = compile_balance(&key, balance, hash_on.as_deref(), problems);
         let outlier = outlier.map(|outlier| compile_outlier(&key, outlier, problems));
-        let breaker = circuit_breaker.map(|breaker| compile_breaker(&key, breaker, problems));
+        let breaker = circuit_breaker
+            .map(|breaker| compile_breaker(&key, "circuit_breaker", breaker, problems));
+        let circuit = backend_circuit_breaker
+            .map(|breaker| compile_breaker(&key, "backend_circuit_breaker", breaker, problems));
         let health_check = health_check.map(|check| compile_health_check(&key, check, problems));
         let wait_healthy = health_check
             .as_ref()
@@ -285,6 +289,7 @@ fn compile_backends(backends: Vec<BackendFile>, problems: &mut Problems<'_>) -> 
                     .with_max_in_flight(max_in_flight)
                     .with_outlier(outlier)
                     .with_breaker(breaker)
+                    .with_circuit(circuit)
                     .with_health_check(health_check),
             ));
         }
@@ -430,7 +435,12 @@ fn compile_health_check(
     }
 }
 
-fn compile_breaker(key: &str, breaker: BreakerFile, problems: &mut Problems<'_>) -> Breaker {
+fn compile_breaker(
+    key: &str,
+    name: &str,
+    breaker: BreakerFile,
+    problems: &mut Problems<'_>,
+) -> Breaker {
     let BreakerFile {
         error_ratio,
         min_requests,
@@ -438,7 +448,7 @@ fn compile_breaker(key: &str, breaker: BreakerFile, problems: &mut Problems<'_>)
         open_for,
         half_open_probes,
     } = breaker;
-    let path = |field: &str| format!("{key}.circuit_breaker.{field}");
+    let path = |field: &str| format!("{key}.{name}.{field}");
     let error_ratio = error_ratio.unwrap_or(0.5);
     if !(error_ratio > 0.0 && error_ratio <= 1.0) {
         problems.add(path("error_ratio"), "must be in (0.0, 1.0]");

@@ -89,6 +89,7 @@ pub(crate) struct BackendFile {
     pub(crate) outlier: Option<OutlierFile>,
     /// Per-endpoint circuit breaking (default off).
     pub(crate) circuit_breaker: Option<BreakerFile>,
+    pub(crate) backend_circuit_breaker: Option<BreakerFile>,
     /// Active HTTP probes of every endpoint (default off).
     pub(crate) health_check: Option<HealthCheckFile>,
     #[serde(default)]

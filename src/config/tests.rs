@@ -494,7 +494,16 @@ fn circuit_breaker_settings_are_checked() {
         &path("open_for"),
         "greater than zero",
     );
+    refused(
+        "backends:\n  - {name: b, servers: [\"127.0.0.1:1\"], backend_circuit_breaker: {window: 0s}}\n",
+        "backends[0].backend_circuit_breaker.window",
+        "greater than zero",
+    );
     let config = parse(&backend("{}"), Path::new("c.yml")).unwrap();
+    assert!(
+        config.snapshot.backends[0].circuit.is_none(),
+        "the backend-wide breaker is its own key"
+    );
     let breaker = config.snapshot.backends[0].breaker.unwrap();
     assert_eq!((breaker.min_requests, breaker.half_open_probes), (20, 3));
     assert_eq!(breaker.open_for, std::time::Duration::from_secs(5));

@@ -15,6 +15,7 @@ use tokio::time::{timeout_at, Instant};
 use super::client::{self, ConnectError, Connection, Held, PooledBody, RequestBody};
 use super::headers::{self, ClientAddr, X_REQUEST_ID};
 use crate::backend::balance::{Balance, RequestKey};
+use crate::backend::breaker::CircuitOpen;
 use crate::backend::endpoint::{Endpoint, InFlight};
 use crate::backend::outlier::now_millis;
 use crate::backend::{Admission, Backend, Saturated};
@@ -57,6 +58,54 @@ impl FailureKind {
 }
 
 pub(super) async fn forward(
+    route: &Route,
+    backend: &Arc<Backend>,
+    client: &ClientAddr,
+    request: Request<Incoming>,
+    normalized_path: Option<&str>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let Some(circuit) = &backend.circuit else {
+        return relay(route, backend, client, request, normalized_path).await;
+    };
+    let pass = circuit
+        .pass(now_millis())
+        .map_err(|CircuitOpen| GatewayError::CircuitOpen {
+            backend: backend.name.clone(),
+        })?;
+    let result = relay(route, backend, client, request, normalized_path).await;
+    if let Some(failed) = backend_verdict(&result) {
+        pass.record(failed, now_millis());
+    }
+    result
+}
+
+/// Whether a request's final result (after retries) counts against its
+/// backend as a whole: `None` when it says nothing about the backend's health
+/// (the client's fault, the bulkhead, or no endpoint to try).
+fn backend_verdict(result: &Result<Response<ResponseBody>, GatewayError>) -> Option<bool> {
+    match result {
+        Ok(response) => Some(response.status().is_server_error()),
+        Err(
+            GatewayError::UpstreamConnect { .. }
+            | GatewayError::ConnectTimeout { .. }
+            | GatewayError::UpstreamReset { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::BadResponse { .. },
+        ) => Some(true),
+        Err(
+            GatewayError::NoEndpoints { .. }
+            | GatewayError::EndpointsUnavailable { .. }
+            | GatewayError::CircuitOpen { .. }
+            | GatewayError::Saturated { .. }
+            | GatewayError::ClientBody { .. }
+            | GatewayError::ClientTimeout { .. },
+        ) => None,
+    }
+}
+
+/// Admits the request under the bulkhead, then sends it to an endpoint,
+/// retrying within the route's policy.
+async fn relay(
     route: &Route,
     backend: &Arc<Backend>,
     client: &ClientAddr,
