@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::discovery;
 use crate::observe::stats::Stats;
 use crate::proxy::Gateway;
-use crate::server::{self, DrainReport, Worker};
+use crate::server::{self, ConnectionCount, DrainReport, Worker};
 
 /// How to run the gateway (the CLI's flags, minus the config file).
 #[derive(Debug, Clone)]
@@ -65,7 +65,11 @@ pub struct Running {
 
 /// Starts serving `config` in background threads and returns once listening.
 pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
-    let Config { snapshot, docker } = config;
+    let Config {
+        snapshot,
+        docker,
+        limits,
+    } = config;
     let requested = SocketAddr::new(options.bind, options.port);
     let listeners =
         server::bind(requested, options.workers).map_err(|source| StartError::Bind {
@@ -89,6 +93,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     // Running → control thread (stop requests); control thread → workers (drain).
     let (stop, mut stop_requested) = watch::channel(false);
     let (drain, shutdown) = watch::channel(false);
+    let connections = Arc::new(ConnectionCount::default());
 
     let mut workers = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -99,6 +104,8 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
             shard: stats.shard(index),
             shutdown: shutdown.clone(),
             drain_timeout: options.drain_timeout,
+            limits,
+            connections: connections.clone(),
         };
         workers.push(worker.spawn().map_err(StartError::Thread)?);
     }

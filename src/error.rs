@@ -6,11 +6,16 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
+use crate::proxy::validate::BadRequest;
 use crate::response::ResponseBody;
 
 /// Everything that can stop a request from reaching an upstream answer.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    #[error("bad request: {0}")]
+    BadRequest(#[from] BadRequest),
+    #[error("backend {backend}: the request body is over the route's max_body")]
+    BodyTooLarge { backend: Arc<str> },
     #[error("backend {backend}: no endpoints")]
     NoEndpoints { backend: Arc<str> },
     #[error("backend {backend}: every endpoint is unhealthy, ejected or behind an open breaker")]
@@ -54,14 +59,23 @@ pub enum GatewayError {
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
-    backend: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<&'a str>,
 }
 
 impl GatewayError {
     /// Status and stable error code. Exhaustive on purpose: a new failure must
     /// choose its answer here.
-    fn status_and_code(&self) -> (StatusCode, &'static str, &str) {
-        match self {
+    fn status_and_code(&self) -> (StatusCode, &'static str, Option<&str>) {
+        let (status, code, backend) = match self {
+            // Framing two parsers could read differently: refused, never
+            // forwarded, and the connection closed (see `into_response`).
+            GatewayError::BadRequest(_) => return (StatusCode::BAD_REQUEST, "bad_request", None),
+            // Refused as soon as the declared or streamed length passes the
+            // route's limit, without buffering the body (RFC 9110 §15.5.14).
+            GatewayError::BodyTooLarge { backend } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", backend)
+            }
             // Contract: a backend with no running container is "down" → 503.
             GatewayError::NoEndpoints { backend } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_endpoints", backend)
@@ -114,7 +128,19 @@ impl GatewayError {
             GatewayError::BadResponse { backend, .. } => {
                 (StatusCode::BAD_GATEWAY, "bad_response", backend)
             }
-        }
+        };
+        (status, code, Some(backend))
+    }
+
+    /// Whether the client connection must close after the answer: the rest of
+    /// what the client sent can no longer be trusted to start a new request.
+    fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::BadRequest(_)
+                | GatewayError::BodyTooLarge { .. }
+                | GatewayError::ClientBody { .. }
+        )
     }
 
     /// The short JSON answer the client sees; detail stays in logs.
@@ -123,10 +149,14 @@ impl GatewayError {
         let body = serde_json::to_vec(&ErrorBody { error, backend }).unwrap_or_default();
         let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
         *response.status_mut() = status;
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.closes_connection() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

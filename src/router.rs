@@ -34,6 +34,8 @@ pub struct Route {
     /// Limit for a pause between two frames of the upstream's response body.
     pub idle_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Largest request body accepted, in bytes; `None` streams any size.
+    pub max_body: Option<u64>,
 }
 
 impl Route {
@@ -88,6 +90,7 @@ mod tests {
             timeout: DEFAULT_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             retry: RetryPolicy::default(),
+            max_body: None,
         }
     }
 

@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -17,7 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -25,6 +27,65 @@ use crate::observe::stats::StatsShard;
 use crate::proxy::{client, ConnectionContext, Gateway};
 
 const LISTEN_BACKLOG: i32 = 4096;
+
+/// Client-facing limits of the listener (`limits:` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head, in bytes; a larger one is answered 431.
+    pub max_header_size: usize,
+    /// Time allowed for a request head, from when the connection is ready for
+    /// one: on a new connection, and between requests on a kept-alive one.
+    pub header_read_timeout: Duration,
+    /// Client connections open at once over all workers; more are answered 503.
+    pub max_connections: u32,
+}
+
+impl Limits {
+    /// hyper's smallest read buffer.
+    pub const MIN_HEADER_SIZE: usize = 8 * 1024;
+    pub const MAX_HEADER_SIZE: usize = 16 * 1024 * 1024;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_size: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Client connections open now, shared by the workers: one atomic add per
+/// connection, never per request.
+#[derive(Debug, Default)]
+pub struct ConnectionCount(AtomicU32);
+
+/// One client connection counted under the cap, until dropped.
+#[derive(Debug)]
+struct Counted(Arc<ConnectionCount>);
+
+impl ConnectionCount {
+    fn admit(self: &Arc<Self>, max: u32) -> Option<Counted> {
+        if self.0.fetch_add(1, Relaxed) >= max {
+            self.0.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Counted(self.clone()))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The whole answer to a connection over the cap: written raw, since serving
+/// HTTP on it would spend what the cap protects.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\ncontent-length: 32\r\nconnection: close\r\n\r\n\
+{\"error\":\"too_many_connections\"}";
 
 /// Binds `count` sockets to the same address with `SO_REUSEPORT`. Port 0 is
 /// resolved by the first bind and reused by the others.
@@ -73,6 +134,8 @@ pub struct Worker {
     pub shard: Arc<StatsShard>,
     pub shutdown: watch::Receiver<bool>,
     pub drain_timeout: Duration,
+    pub limits: Limits,
+    pub connections: Arc<ConnectionCount>,
 }
 
 impl Worker {
@@ -91,8 +154,17 @@ impl Worker {
     async fn run(mut self) -> io::Result<DrainReport> {
         let listener = TcpListener::from_std(self.listener)?;
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
+        let limits = self.limits;
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .max_buf_size(limits.max_header_size)
+            .header_read_timeout(limits.header_read_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         tokio::spawn(client::sweep_idle_connections());
@@ -108,6 +180,10 @@ impl Worker {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             continue;
                         }
+                    };
+                    let Some(counted) = self.connections.admit(limits.max_connections) else {
+                        tokio::spawn(refuse(stream));
+                        continue;
                     };
                     if let Err(error) = stream.set_nodelay(true) {
                         debug!(%error, "set_nodelay failed");
@@ -125,6 +201,7 @@ impl Worker {
                         if let Err(error) = connection.await {
                             debug!(%peer, %error, "client connection ended with an error");
                         }
+                        drop(counted);
                     });
                 }
                 _ = self.shutdown.changed() => break,
@@ -146,5 +223,42 @@ impl Worker {
             drained: in_flight.saturating_sub(aborted),
             aborted,
         })
+    }
+}
+
+/// Answers a connection over the cap with 503 and closes it, without reading
+/// the request; bounded so a client that never reads cannot hold it open.
+async fn refuse(mut stream: TcpStream) {
+    let write = async {
+        stream.write_all(OVER_CAPACITY).await?;
+        stream.shutdown().await
+    };
+    if let Err(error) = tokio::time::timeout(Duration::from_secs(1), write)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    {
+        debug!(%error, "refusing a connection over the cap");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_over_capacity_answer_declares_its_exact_length() {
+        let text = std::str::from_utf8(OVER_CAPACITY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+    }
+
+    #[test]
+    fn the_connection_cap_admits_up_to_its_limit_and_frees_on_drop() {
+        let count = Arc::new(ConnectionCount::default());
+        let first = count.admit(2).unwrap();
+        let _second = count.admit(2).unwrap();
+        assert!(count.admit(2).is_none());
+        drop(first);
+        assert!(count.admit(2).is_some());
     }
 }

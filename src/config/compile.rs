@@ -14,7 +14,8 @@ use super::duration::ConfigDuration;
 use super::error::ConfigError;
 use super::file::{
     AddressModeFile, BackendFile, BalanceFile, BreakerFile, ConfigFile, DefaultResponseFile,
-    DockerFile, HealthCheckFile, OutlierFile, PathMatchFile, RetriesFile, RetryOnFile, RouteFile,
+    DockerFile, HealthCheckFile, LimitsFile, OutlierFile, PathMatchFile, RetriesFile, RetryOnFile,
+    RouteFile,
 };
 use super::Config;
 use crate::backend::balance::{Balance, HashOn};
@@ -27,6 +28,7 @@ use crate::backend::{Backend, DockerSelector, Source};
 use crate::discovery::{AddressMode, DockerSettings};
 use crate::policy::retry::{RetryBudget, RetryPolicy};
 use crate::router::{PathMatch, Route, Router, DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT};
+use crate::server::Limits;
 use crate::snapshot::{DefaultResponse, Snapshot};
 
 /// Paths rgate answers itself; routes may not claim them.
@@ -56,6 +58,7 @@ pub(crate) fn compile(file: ConfigFile, path: &Path) -> Result<Config, Vec<Confi
         default_response,
         backends,
         docker,
+        limits,
     } = file;
     let mut problems = Problems {
         file: path,
@@ -71,6 +74,7 @@ pub(crate) fn compile(file: ConfigFile, path: &Path) -> Result<Config, Vec<Confi
     let routes = compile_routes(routes, &index, &mut problems);
     let default_response = compile_default_response(default_response, &mut problems);
     let docker = compile_docker(docker.unwrap_or_default(), &mut problems);
+    let limits = compile_limits(limits.unwrap_or_default(), &mut problems);
 
     if !problems.list.is_empty() {
         return Err(problems.list);
@@ -82,7 +86,49 @@ pub(crate) fn compile(file: ConfigFile, path: &Path) -> Result<Config, Vec<Confi
             default_response,
         },
         docker,
+        limits,
     })
+}
+
+fn compile_limits(limits: LimitsFile, problems: &mut Problems<'_>) -> Limits {
+    let LimitsFile {
+        max_header_size,
+        header_read_timeout,
+        max_connections,
+    } = limits;
+    let defaults = Limits::default();
+    let max_header_size = match max_header_size.map(|size| usize::try_from(size.as_u64())) {
+        None => defaults.max_header_size,
+        Some(Ok(size)) if (Limits::MIN_HEADER_SIZE..=Limits::MAX_HEADER_SIZE).contains(&size) => {
+            size
+        }
+        Some(_) => {
+            problems.add(
+                "limits.max_header_size",
+                format!(
+                    "must be between {} and {} bytes",
+                    Limits::MIN_HEADER_SIZE,
+                    Limits::MAX_HEADER_SIZE
+                ),
+            );
+            defaults.max_header_size
+        }
+    };
+    Limits {
+        max_header_size,
+        header_read_timeout: positive(
+            &mut *problems,
+            "limits.header_read_timeout".into(),
+            header_read_timeout,
+            defaults.header_read_timeout,
+        ),
+        max_connections: at_least_one(
+            problems,
+            "limits.max_connections".into(),
+            max_connections,
+            defaults.max_connections,
+        ),
+    }
 }
 
 fn compile_routes(
@@ -100,6 +146,7 @@ fn compile_routes(
             timeout,
             idle_timeout,
             retries,
+            max_body,
         } = route;
         let key = format!("routes[{i}]");
         let retry = compile_retries(&key, retries, &mut *problems);
@@ -144,6 +191,7 @@ fn compile_routes(
                 timeout,
                 idle_timeout,
                 retry,
+                max_body: max_body.map(|size| size.as_u64()),
             });
         }
     }

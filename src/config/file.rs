@@ -16,6 +16,20 @@ pub(crate) struct ConfigFile {
     #[serde(default)]
     pub(crate) backends: Vec<BackendFile>,
     pub(crate) docker: Option<DockerFile>,
+    pub(crate) limits: Option<LimitsFile>,
+}
+
+/// Client-facing limits of the listener.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsFile {
+    /// Largest request head: request line plus headers (default 64 KiB).
+    pub(crate) max_header_size: Option<bytesize::ByteSize>,
+    /// Time allowed for a request head, counted from when the connection is
+    /// ready for one (default 10s).
+    pub(crate) header_read_timeout: Option<ConfigDuration>,
+    /// Client connections open at once, over all workers (default 10000).
+    pub(crate) max_connections: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +44,8 @@ pub(crate) struct RouteFile {
     /// Limit for a pause in the upstream's response body (default 60s).
     pub(crate) idle_timeout: Option<ConfigDuration>,
     pub(crate) retries: Option<RetriesFile>,
+    /// Largest request body accepted (default: unlimited, streamed).
+    pub(crate) max_body: Option<bytesize::ByteSize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ use std::path::Path;
 
 pub use self::error::{ConfigError, ConfigErrors};
 use crate::discovery::DockerSettings;
+use crate::server::Limits;
 use crate::snapshot::Snapshot;
 
 pub(crate) use self::compile::RESERVED_PATH;
@@ -19,6 +20,8 @@ pub use self::duration::parse_duration;
 pub struct Config {
     pub snapshot: Snapshot,
     pub docker: DockerSettings,
+    /// Listener limits; read at start (a reload does not change them).
+    pub limits: Limits,
 }
 
 /// Reads and compiles the config file at `path`.

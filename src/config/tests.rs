@@ -548,3 +548,52 @@ fn health_check_settings_are_checked() {
         "starts out of rotation"
     );
 }
+
+#[test]
+fn limits_and_max_body_are_checked_and_have_defaults() {
+    let config = parse(
+        "routes:\n  - {path_prefix: /, backend: b, max_body: 2MiB}\n\
+         backends:\n  - {name: b, servers: [\"127.0.0.1:1\"]}\n\
+         limits: {max_header_size: 32KiB, header_read_timeout: 3s, max_connections: 50}\n",
+        Path::new("c.yml"),
+    )
+    .unwrap();
+    assert_eq!(config.limits.max_header_size, 32 * 1024);
+    assert_eq!(
+        config.limits.header_read_timeout,
+        std::time::Duration::from_secs(3)
+    );
+    assert_eq!(config.limits.max_connections, 50);
+    assert_eq!(
+        config.snapshot.router.find("/x").unwrap().max_body,
+        Some(2 * 1024 * 1024)
+    );
+    let defaults = parse("default_response: {status_code: 404}\n", Path::new("c.yml")).unwrap();
+    assert_eq!(defaults.limits, crate::server::Limits::default());
+
+    refused(
+        "limits: {max_header_size: 1KiB}\n",
+        "limits.max_header_size",
+        "between 8192 and",
+    );
+    refused(
+        "limits: {header_read_timeout: 0s}\n",
+        "limits.header_read_timeout",
+        "greater than zero",
+    );
+    refused(
+        "limits: {max_connections: 0}\n",
+        "limits.max_connections",
+        "at least 1",
+    );
+    refused(
+        "limits: {max_body: 1}\n",
+        "limits.max_body",
+        "unknown field",
+    );
+    refused(
+        "routes:\n  - {path_prefix: /, backend: b, max_body: lots}\nbackends:\n  - {name: b, servers: [\"127.0.0.1:1\"]}\n",
+        "routes[0].max_body",
+        "",
+    );
+}

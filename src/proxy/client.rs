@@ -35,38 +35,64 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// How often each worker drops closed and expired idle connections.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The request body sent upstream: the client's body streamed through, or
-/// one held in memory (none, or a small body kept so a retry can resend it).
+/// The request body sent upstream: the client's body streamed through (with
+/// the bytes it may still send under the route's `max_body`), or one held in
+/// memory (none, or a small body kept so a retry can resend it).
 #[derive(Debug)]
 pub enum RequestBody {
-    Incoming(Incoming),
+    Incoming(Incoming, u64),
     Full(Option<Bytes>),
+}
+
+/// Why the client's body could not be streamed upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("reading the client's body: {0}")]
+    Client(#[source] hyper::Error),
+    #[error("the body is over the route's max_body")]
+    TooLarge,
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.get_mut() {
-            RequestBody::Incoming(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Incoming(body, remaining) => {
+                let frame = match std::task::ready!(Pin::new(body).poll_frame(cx)) {
+                    None => return Poll::Ready(None),
+                    Some(Err(error)) => {
+                        return Poll::Ready(Some(Err(RequestBodyError::Client(error))))
+                    }
+                    Some(Ok(frame)) => frame,
+                };
+                if let Some(data) = frame.data_ref() {
+                    let length = data.len() as u64;
+                    if length > *remaining {
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
+                    }
+                    *remaining -= length;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Incoming(body) => body.is_end_stream(),
+            RequestBody::Incoming(body, _) => body.is_end_stream(),
             RequestBody::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Incoming(body) => body.size_hint(),
+            RequestBody::Incoming(body, _) => body.size_hint(),
             RequestBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

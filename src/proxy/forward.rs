@@ -12,7 +12,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::{timeout_at, Instant};
 
-use super::client::{self, ConnectError, Connection, Held, PooledBody, RequestBody};
+use super::client::{
+    self, ConnectError, Connection, Held, PooledBody, RequestBody, RequestBodyError,
+};
 use super::headers::{self, ClientAddr, X_REQUEST_ID};
 use crate::backend::balance::{Balance, RequestKey};
 use crate::backend::breaker::CircuitOpen;
@@ -39,6 +41,10 @@ enum FailureKind {
     Broken(hyper::Error),
     /// The upstream answered with something that is not HTTP.
     BadResponse(hyper::Error),
+    /// The client's body broke off or was malformed while streaming upstream.
+    ClientBody(hyper::Error),
+    /// The client's streamed body passed the route's `max_body`.
+    TooLarge,
 }
 
 impl FailureKind {
@@ -53,7 +59,15 @@ impl FailureKind {
                 GatewayError::UpstreamReset { backend, source }
             }
             FailureKind::BadResponse(source) => GatewayError::BadResponse { backend, source },
+            FailureKind::ClientBody(source) => GatewayError::ClientBody { backend, source },
+            FailureKind::TooLarge => GatewayError::BodyTooLarge { backend },
         }
+    }
+
+    /// Whether the failure is the client's doing, and so says nothing about
+    /// the endpoint's health.
+    fn is_client_fault(&self) -> bool {
+        matches!(self, FailureKind::ClientBody(_) | FailureKind::TooLarge)
     }
 }
 
@@ -97,6 +111,8 @@ fn backend_verdict(result: &Result<Response<ResponseBody>, GatewayError>) -> Opt
             | GatewayError::EndpointsUnavailable { .. }
             | GatewayError::CircuitOpen { .. }
             | GatewayError::Saturated { .. }
+            | GatewayError::BadRequest(_)
+            | GatewayError::BodyTooLarge { .. }
             | GatewayError::ClientBody { .. }
             | GatewayError::ClientTimeout { .. },
         ) => None,
@@ -112,6 +128,18 @@ async fn relay(
     request: Request<Incoming>,
     normalized_path: Option<&str>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    // A declared length over the limit is refused before anything is read.
+    let max_body = route.max_body.unwrap_or(u64::MAX);
+    if request
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|length| length > max_body)
+    {
+        return Err(GatewayError::BodyTooLarge {
+            backend: backend.name.clone(),
+        });
+    }
     let admission = backend
         .admit()
         .map_err(|Saturated| GatewayError::Saturated {
@@ -172,7 +200,7 @@ async fn relay(
             };
             (RequestBody::Full(Some(bytes.clone())), Some(Some(bytes)))
         }
-        (false, _, _) | (true, false, false) => (RequestBody::Incoming(body), None),
+        (false, _, _) | (true, false, false) => (RequestBody::Incoming(body, max_body), None),
     };
     let replay = replay_body.map(|bytes| {
         request_with(
@@ -275,6 +303,7 @@ fn observe(
     }
     let failed = match outcome {
         Ok(Ok(exchange)) => exchange.response.status().is_server_error(),
+        Ok(Err(failure)) if failure.kind.is_client_fault() => return,
         Ok(Err(_)) | Err(_) => true,
     };
     let now = now_millis();
@@ -320,10 +349,15 @@ async fn attempt(
         Err(mut error) => {
             let unsent = error.take_message();
             let error = error.into_error();
-            let kind = if error.is_parse() || error.is_parse_status() {
-                FailureKind::BadResponse(error)
-            } else {
-                FailureKind::Broken(error)
+            let body_error = std::error::Error::source(&error)
+                .and_then(|source| source.downcast_ref::<RequestBodyError>());
+            let kind = match body_error {
+                Some(RequestBodyError::TooLarge) => FailureKind::TooLarge,
+                Some(RequestBodyError::Client(_)) => FailureKind::ClientBody(error),
+                None if error.is_parse() || error.is_parse_status() => {
+                    FailureKind::BadResponse(error)
+                }
+                None => FailureKind::Broken(error),
             };
             Err(Failure {
                 kind,

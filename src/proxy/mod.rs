@@ -17,6 +17,7 @@ pub mod client;
 mod forward;
 pub(crate) mod headers;
 pub mod normalize;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -83,9 +84,10 @@ impl Gateway {
         request: Request<Incoming>,
     ) -> Response<ResponseBody> {
         let gateway = &*ctx.gateway;
+        let checked = validate::request(&request);
         let normalized = normalize::path(request.uri().path());
         let path = normalized.as_deref().unwrap_or(request.uri().path());
-        if path == RESERVED_PATH {
+        if path == RESERVED_PATH && checked.is_ok() {
             return gateway.stats_response(request.method());
         }
         ctx.shard.enter();
@@ -96,9 +98,10 @@ impl Gateway {
         };
         // Exactly one load: the request keeps this snapshot to the end.
         let snapshot = gateway.snapshot.load_full();
-        let response = match snapshot.router.find(path) {
-            None => response::default_response(&snapshot.default_response),
-            Some(route) => {
+        let response = match (checked, snapshot.router.find(path)) {
+            (Err(bad), _) => GatewayError::from(bad).into_response(),
+            (Ok(()), None) => response::default_response(&snapshot.default_response),
+            (Ok(()), Some(route)) => {
                 let backend = &snapshot.backends[route.backend];
                 forward::forward(route, backend, &ctx.client, request, normalized.as_deref())
                     .await

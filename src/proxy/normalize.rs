@@ -1,13 +1,17 @@
 //! Request path normalisation, done once before routing and forwarding.
 //!
-//! Rules (RFC 3986 §5.2.4 plus the usual proxy hardening):
+//! Rules (RFC 3986 §6.2.2 and §5.2.4, plus the usual proxy hardening):
+//! - escapes of unreserved characters are decoded (`%41` → `A`, `%2e` → `.`,
+//!   `%7E` → `~`), and the hex digits of every other escape are upper-cased
+//!   (`%2f` → `%2F`), so one resource has one spelling: `/%73tats` is `/stats`;
 //! - repeated slashes collapse: `//a///b` → `/a/b`;
 //! - `.` segments vanish and `..` removes the previous segment, never climbing
-//!   above the root: `/api/payment/../admin` → `/api/admin`;
-//! - percent-encoded dots count as dots (`%2e`, `%2E`), so `/a/%2e%2e/b` → `/b`;
+//!   above the root: `/api/payment/../admin` → `/api/admin`. Encoded dots
+//!   count, since they are decoded first: `/a/%2e%2e/b` → `/b`;
 //! - a trailing slash is kept, and a path ending in a dot segment keeps one
 //!   (`/a/b/..` → `/a/`);
-//! - everything else (other escapes, `%2F`, the query) passes unchanged.
+//! - reserved escapes stay encoded: `%2F` is not a separator and `%5C` not a
+//!   backslash. A raw backslash is refused before this runs (see `validate`).
 //!
 //! The normalised path is what the router matches and what the upstream receives,
 //! so a route can never be escaped by spelling the path differently.
@@ -18,21 +22,22 @@ pub fn path(path: &str) -> Option<String> {
     if !needs_work(path) {
         return None;
     }
+    let decoded = decode_unreserved(path);
     let mut segments: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
-    for segment in path.split('/') {
+    for segment in decoded.split('/') {
         trailing_slash = false;
-        match dot_kind(segment) {
-            Dots::None if segment.is_empty() => trailing_slash = true,
-            Dots::None => segments.push(segment),
-            Dots::One => trailing_slash = true,
-            Dots::Two => {
+        match segment {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
                 segments.pop();
                 trailing_slash = true;
             }
+            _ => segments.push(segment),
         }
     }
-    let mut normalised = String::with_capacity(path.len());
+    let mut normalised = String::with_capacity(decoded.len());
     for segment in &segments {
         normalised.push('/');
         normalised.push_str(segment);
@@ -43,46 +48,53 @@ pub fn path(path: &str) -> Option<String> {
     (normalised != path).then_some(normalised)
 }
 
-/// Cheap pre-scan: only `//`, `/.` and `%2e` can make a path change.
+/// Cheap pre-scan: only `//`, `/.` and escapes can make a path change.
 fn needs_work(path: &str) -> bool {
     let bytes = path.as_bytes();
-    bytes.windows(2).any(|w| w == b"//" || w == b"/.")
-        || bytes
-            .windows(3)
-            .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e')
+    bytes.contains(&b'%') || bytes.windows(2).any(|w| w == b"//" || w == b"/.")
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Dots {
-    None,
-    One,
-    Two,
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
-fn dot_kind(segment: &str) -> Dots {
-    // Count dots, literal or percent-encoded; anything else makes it a normal segment.
-    let bytes = segment.as_bytes();
-    let mut dots = 0;
+fn hex_value(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|value| u8::try_from(value).ok())
+}
+
+/// Decodes escapes of unreserved characters and upper-cases the others.
+/// A `%` not followed by two hex digits is left as it is.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'.' {
-            i += 1;
-        } else if bytes.len() - i >= 3
-            && bytes[i] == b'%'
-            && bytes[i + 1] == b'2'
-            && (bytes[i + 2] | 0x20) == b'e'
-        {
-            i += 3;
-        } else {
-            return Dots::None;
+        let escape = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| Some((hex_value(bytes[i + 1])?, hex_value(bytes[i + 2])?)))
+            .flatten();
+        match escape {
+            Some((high, low)) => {
+                let byte = high << 4 | low;
+                if is_unreserved(byte) {
+                    out.push(char::from(byte));
+                } else {
+                    out.push('%');
+                    out.push(char::from(bytes[i + 1].to_ascii_uppercase()));
+                    out.push(char::from(bytes[i + 2].to_ascii_uppercase()));
+                }
+                i += 3;
+            }
+            None => {
+                // Copy up to the next escape in one go (keeps UTF-8 intact).
+                let next = path[i + 1..].find('%').map_or(bytes.len(), |at| i + 1 + at);
+                out.push_str(&path[i..next]);
+                i = next;
+            }
         }
-        dots += 1;
     }
-    match dots {
-        1 => Dots::One,
-        2 => Dots::Two,
-        _ => Dots::None,
-    }
+    out
 }
 
 #[cfg(test)]
@@ -100,7 +112,6 @@ mod tests {
             "/api/payment",
             "/api/payment/",
             "/a.b/c..d/.hidden-not",
-            "/a%20b",
         ] {
             assert_eq!(path(p), None, "{p}");
         }
@@ -124,7 +135,7 @@ mod tests {
         assert_eq!(norm("/a/%2e/b"), "/a/b");
         // Three dots is an ordinary segment name.
         assert_eq!(norm("/a/.../b"), "/a/.../b");
-        assert_eq!(norm("/a/%2e%2e%2e"), "/a/%2e%2e%2e");
+        assert_eq!(norm("/a/%2e%2e%2e"), "/a/...");
     }
 
     #[test]
@@ -138,5 +149,17 @@ mod tests {
     fn dot_prefixed_names_are_not_dot_segments() {
         assert_eq!(norm("/a/.well-known/x"), "/a/.well-known/x");
         assert_eq!(norm("/a/..b/c"), "/a/..b/c");
+    }
+
+    #[test]
+    fn unreserved_escapes_are_decoded_and_others_upper_cased() {
+        assert_eq!(norm("/%73tats"), "/stats");
+        assert_eq!(norm("/%41%7e%5F"), "/A~_");
+        assert_eq!(norm("/a%2fb"), "/a%2Fb");
+        assert_eq!(norm("/a%5cb"), "/a%5Cb");
+        assert_eq!(path("/a%2Fb%20c"), None, "already normal");
+        // Not an escape: left alone.
+        assert_eq!(norm("/a%zz/%4"), "/a%zz/%4");
+        assert_eq!(norm("/caf%C3%A9/é"), "/caf%C3%A9/é");
     }
 }
