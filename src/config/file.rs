@@ -16,6 +16,7 @@ pub(crate) struct ConfigFile {
     #[serde(default)]
     pub(crate) backends: Vec<BackendFile>,
     pub(crate) docker: Option<DockerFile>,
+    pub(crate) tls: Option<TlsFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,4 +177,24 @@ pub(crate) enum AddressModeFile {
     Container,
     /// The host port Docker publishes for the container port.
     Published,
+}
+
+/// TLS on the main listener: `certificates`, or `cert` and `key` for one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsFile {
+    /// Chosen by SNI; the first is the default.
+    pub(crate) certificates: Option<Vec<CertificateFile>>,
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    /// A plain-HTTP listener on this port redirecting to HTTPS (default none).
+    pub(crate) redirect_http_port: Option<u16>,
+}
+
+/// PEM files: the chain (leaf first) and its private key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificateFile {
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }

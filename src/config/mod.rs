@@ -10,6 +10,7 @@ use std::path::Path;
 pub use self::error::{ConfigError, ConfigErrors};
 use crate::discovery::DockerSettings;
 use crate::snapshot::Snapshot;
+use crate::tls::TlsSettings;
 
 pub(crate) use self::compile::RESERVED_PATH;
 pub use self::duration::parse_duration;
@@ -19,6 +20,8 @@ pub use self::duration::parse_duration;
 pub struct Config {
     pub snapshot: Snapshot,
     pub docker: DockerSettings,
+    /// TLS on the main listener (default: plain HTTP).
+    pub tls: Option<TlsSettings>,
 }
 
 /// Reads and compiles the config file at `path`.
