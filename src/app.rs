@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::discovery;
 use crate::observe::stats::Stats;
 use crate::proxy::Gateway;
-use crate::server::{self, ConnectionCount, DrainReport, Worker};
+use crate::server::{self, ConnectionCount, DrainReport, RedirectListener, Worker};
+use crate::tls::TlsSettings;
 
 /// How to run the gateway (the CLI's flags, minus the config file).
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    #[error("tls.redirect_http_port {port} is the port rgate serves HTTPS on")]
+    RedirectPortClash { port: u16 },
     #[error("cannot start a thread: {0}")]
     Thread(#[source] io::Error),
 }
@@ -59,6 +62,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Running {
     local_addr: SocketAddr,
+    redirect_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     control: Option<thread::JoinHandle<DrainReport>>,
 }
@@ -69,6 +73,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
         snapshot,
         docker,
         limits,
+        tls,
     } = config;
     let requested = SocketAddr::new(options.bind, options.port);
     let listeners =
@@ -80,6 +85,21 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
         .first()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(requested);
+    let redirect_listeners = match tls.as_ref().and_then(|tls| tls.redirect_http_port) {
+        // SO_REUSEPORT would let both listeners share the port and split its traffic.
+        Some(port) if port == local_addr.port() => {
+            return Err(StartError::RedirectPortClash { port });
+        }
+        Some(port) => {
+            let addr = SocketAddr::new(options.bind, port);
+            server::bind(addr, listeners.len())
+                .map_err(|source| StartError::Bind { addr, source })?
+        }
+        None => Vec::new(),
+    };
+    let redirect_addr = redirect_listeners.first().and_then(|l| l.local_addr().ok());
+    let mut redirect_listeners = redirect_listeners.into_iter();
+    let server_config = tls.as_ref().map(TlsSettings::server_config);
 
     let docker_backends = discovery::docker_backends(&snapshot.backends);
     let health_checks: Vec<_> = snapshot
@@ -106,6 +126,11 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
             drain_timeout: options.drain_timeout,
             limits,
             connections: connections.clone(),
+            tls: server_config.clone(),
+            redirect: redirect_listeners.next().map(|listener| RedirectListener {
+                listener,
+                https_port: local_addr.port(),
+            }),
         };
         workers.push(worker.spawn().map_err(StartError::Thread)?);
     }
@@ -148,9 +173,13 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     // Signal handlers are in place once the control thread says so (or has died).
     let _ = control_ready.recv();
 
-    info!(addr = %local_addr, "rgate listening");
+    info!(addr = %local_addr, tls = server_config.is_some(), "rgate listening");
+    if let Some(addr) = redirect_addr {
+        info!(%addr, "redirecting plain HTTP to HTTPS");
+    }
     Ok(Running {
         local_addr,
+        redirect_addr,
         stop,
         control: Some(control),
     })
@@ -218,6 +247,11 @@ impl Running {
     /// The address the gateway listens on (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The plain-HTTP redirect listener's address, when `tls.redirect_http_port` is set.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
     }
 
     /// Blocks until a stop (signal or [`Running::shutdown`]) has drained the workers.

@@ -24,3 +24,4 @@ pub mod response;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod tls;

@@ -21,10 +21,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::observe::stats::StatsShard;
-use crate::proxy::{client, ConnectionContext, Gateway};
+use crate::proxy::{client, ConnectionContext, Gateway, Scheme};
+use crate::tls::{self, HANDSHAKE_TIMEOUT};
 
 const LISTEN_BACKLOG: i32 = 4096;
 
@@ -136,6 +139,17 @@ pub struct Worker {
     pub drain_timeout: Duration,
     pub limits: Limits,
     pub connections: Arc<ConnectionCount>,
+    /// Terminates TLS on `listener` when set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A plain-HTTP listener that only redirects to HTTPS.
+    pub redirect: Option<RedirectListener>,
+}
+
+/// A plain-HTTP listener whose every answer is a redirect to `https_port`.
+#[derive(Debug)]
+pub struct RedirectListener {
+    pub listener: std::net::TcpListener,
+    pub https_port: u16,
 }
 
 impl Worker {
@@ -153,6 +167,19 @@ impl Worker {
 
     async fn run(mut self) -> io::Result<DrainReport> {
         let listener = TcpListener::from_std(self.listener)?;
+        let (redirect, https_port) = match self.redirect {
+            Some(redirect) => (
+                Some(TcpListener::from_std(redirect.listener)?),
+                redirect.https_port,
+            ),
+            None => (None, 0),
+        };
+        let tls = self.tls.map(TlsAcceptor::from);
+        let scheme = if tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let limits = self.limits;
         builder
@@ -172,34 +199,58 @@ impl Worker {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            // Typically EMFILE: back off briefly instead of spinning.
-                            warn!(%error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            continue;
-                        }
+                    let Some((stream, peer)) = accepted_connection(accepted).await else {
+                        continue;
                     };
                     let Some(counted) = self.connections.admit(limits.max_connections) else {
                         tokio::spawn(refuse(stream));
                         continue;
                     };
-                    if let Err(error) = stream.set_nodelay(true) {
-                        debug!(%error, "set_nodelay failed");
-                    }
-                    let ctx = Arc::new(ConnectionContext::new(self.gateway.clone(), self.shard.clone(), peer));
+                    let ctx = Arc::new(ConnectionContext::new(self.gateway.clone(), self.shard.clone(), peer, scheme));
                     let service = service_fn(move |request| {
                         let ctx = ctx.clone();
                         async move { Ok::<_, Infallible>(Gateway::handle(&ctx, request).await) }
                     });
                     let builder = builder.clone();
+                    // Taken now, so a drain that starts during the handshake still waits for this connection.
+                    let watcher = graceful.watcher();
+                    let tls = tls.clone();
+                    // The handshake runs in the connection's task, never in the accept loop.
+                    tokio::spawn(async move {
+                        let served = match tls {
+                            None => {
+                                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+                            }
+                            Some(acceptor) => {
+                                let Some(stream) = handshake(&acceptor, stream, peer).await else {
+                                    return;
+                                };
+                                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+                            }
+                        };
+                        if let Err(error) = served {
+                            debug!(%peer, %error, "client connection ended with an error");
+                        }
+                        drop(counted);
+                    });
+                }
+                accepted = accept_if_listening(redirect.as_ref()) => {
+                    let Some((stream, peer)) = accepted_connection(accepted).await else {
+                        continue;
+                    };
+                    let Some(counted) = self.connections.admit(limits.max_connections) else {
+                        tokio::spawn(refuse(stream));
+                        continue;
+                    };
+                    let service = service_fn(move |request| async move {
+                        Ok::<_, Infallible>(tls::redirect::answer(&request, https_port))
+                    });
                     let connection = graceful.watch(
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned(),
                     );
                     tokio::spawn(async move {
                         if let Err(error) = connection.await {
-                            debug!(%peer, %error, "client connection ended with an error");
+                            debug!(%peer, %error, "redirect connection ended with an error");
                         }
                         drop(counted);
                     });
@@ -209,6 +260,7 @@ impl Worker {
         }
 
         // Stop accepting at once; then let in-flight requests finish.
+        drop(redirect);
         drop(listener);
         let in_flight = self.shard.in_flight();
         let drained_in_time = tokio::time::timeout(self.drain_timeout, graceful.shutdown())
@@ -238,6 +290,56 @@ async fn refuse(mut stream: TcpStream) {
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
     {
         debug!(%error, "refusing a connection over the cap");
+    }
+}
+
+/// The accepted connection, ready to serve; `None` after a failed accept.
+async fn accepted_connection(
+    accepted: io::Result<(TcpStream, SocketAddr)>,
+) -> Option<(TcpStream, SocketAddr)> {
+    match accepted {
+        Ok((stream, peer)) => {
+            if let Err(error) = stream.set_nodelay(true) {
+                debug!(%error, "set_nodelay failed");
+            }
+            Some((stream, peer))
+        }
+        Err(error) => {
+            // Typically EMFILE: back off briefly instead of spinning.
+            warn!(%error, "accept failed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            None
+        }
+    }
+}
+
+/// Accepts on `listener`, or waits forever when there is none.
+async fn accept_if_listening(
+    listener: Option<&TcpListener>,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The TLS handshake, bounded so a client that never finishes it cannot hold
+/// a connection and its buffers forever.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            debug!(%peer, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            None
+        }
     }
 }
 

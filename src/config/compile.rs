@@ -13,9 +13,9 @@ use http::StatusCode;
 use super::duration::ConfigDuration;
 use super::error::ConfigError;
 use super::file::{
-    AddressModeFile, BackendFile, BalanceFile, BreakerFile, ConfigFile, DefaultResponseFile,
-    DockerFile, HealthCheckFile, LimitsFile, OutlierFile, PathMatchFile, RetriesFile, RetryOnFile,
-    RouteFile,
+    AddressModeFile, BackendFile, BalanceFile, BreakerFile, CertificateFile, ConfigFile,
+    DefaultResponseFile, DockerFile, HealthCheckFile, LimitsFile, OutlierFile, PathMatchFile,
+    RetriesFile, RetryOnFile, RouteFile, TlsFile,
 };
 use super::Config;
 use crate::backend::balance::{Balance, HashOn};
@@ -30,6 +30,7 @@ use crate::policy::retry::{RetryBudget, RetryPolicy};
 use crate::router::{PathMatch, Route, Router, DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT};
 use crate::server::Limits;
 use crate::snapshot::{DefaultResponse, Snapshot};
+use crate::tls::{self, TlsSettings};
 
 /// Paths rgate answers itself; routes may not claim them.
 pub(crate) const RESERVED_PATH: &str = "/stats";
@@ -59,6 +60,7 @@ pub(crate) fn compile(file: ConfigFile, path: &Path) -> Result<Config, Vec<Confi
         backends,
         docker,
         limits,
+        tls,
     } = file;
     let mut problems = Problems {
         file: path,
@@ -75,6 +77,9 @@ pub(crate) fn compile(file: ConfigFile, path: &Path) -> Result<Config, Vec<Confi
     let default_response = compile_default_response(default_response, &mut problems);
     let docker = compile_docker(docker.unwrap_or_default(), &mut problems);
     let limits = compile_limits(limits.unwrap_or_default(), &mut problems);
+    // Certificate paths are relative to the config file's directory.
+    let base = path.parent().unwrap_or(Path::new(""));
+    let tls = tls.and_then(|tls| compile_tls(tls, base, &mut problems));
 
     if !problems.list.is_empty() {
         return Err(problems.list);
@@ -87,6 +92,7 @@ pub(crate) fn compile(file: ConfigFile, path: &Path) -> Result<Config, Vec<Confi
         },
         docker,
         limits,
+        tls,
     })
 }
 
@@ -692,4 +698,79 @@ fn compile_docker(docker: DockerFile, problems: &mut Problems<'_>) -> DockerSett
         },
         resync_interval,
     }
+}
+
+fn compile_tls(tls: TlsFile, base: &Path, problems: &mut Problems<'_>) -> Option<TlsSettings> {
+    let TlsFile {
+        certificates,
+        cert,
+        key,
+        redirect_http_port,
+    } = tls;
+    if redirect_http_port == Some(0) {
+        problems.add("tls.redirect_http_port", "must be 1-65535");
+    }
+    // The short form `tls: {cert, key}` is one certificate under the key paths `tls.cert`/`tls.key`.
+    let files: Vec<(String, CertificateFile)> = match (certificates, cert, key) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            problems.add(
+                "tls",
+                "has both certificates and cert/key; use one or the other",
+            );
+            return None;
+        }
+        (Some(certificates), None, None) => {
+            if certificates.is_empty() {
+                problems.add("tls.certificates", "needs at least one certificate");
+            }
+            certificates
+                .into_iter()
+                .enumerate()
+                .map(|(i, file)| (format!("tls.certificates[{i}]"), file))
+                .collect()
+        }
+        (None, Some(cert), Some(key)) => vec![("tls".to_owned(), CertificateFile { cert, key })],
+        (None, Some(_), None) => {
+            problems.add("tls.key", "is required with tls.cert");
+            return None;
+        }
+        (None, None, Some(_)) => {
+            problems.add("tls.cert", "is required with tls.key");
+            return None;
+        }
+        (None, None, None) => {
+            problems.add("tls", "needs certificates (or cert and key)");
+            return None;
+        }
+    };
+    let provider = tls::provider();
+    let before = problems.list.len();
+    let mut loaded = Vec::with_capacity(files.len());
+    for (
+        i,
+        (
+            key,
+            CertificateFile {
+                cert,
+                key: key_file,
+            },
+        ),
+    ) in files.into_iter().enumerate()
+    {
+        match tls::load_certificate(&base.join(cert), &base.join(key_file), &provider) {
+            // Only the first certificate is reachable without a matching name.
+            Ok(certificate) if i > 0 && !certificate.has_names() => problems.add(
+                format!("{key}.cert"),
+                "has no DNS names (subjectAltName), so SNI can never select it",
+            ),
+            Ok(certificate) => loaded.push(certificate),
+            Err(error) => problems.add(format!("{key}.{}", error.field()), error.to_string()),
+        }
+    }
+    if problems.list.len() != before || loaded.is_empty() {
+        return None;
+    }
+    TlsSettings::new(provider, loaded, redirect_http_port)
+        .map_err(|error| problems.add("tls", error.to_string()))
+        .ok()
 }

@@ -17,6 +17,7 @@ pub(crate) struct ConfigFile {
     pub(crate) backends: Vec<BackendFile>,
     pub(crate) docker: Option<DockerFile>,
     pub(crate) limits: Option<LimitsFile>,
+    pub(crate) tls: Option<TlsFile>,
 }
 
 /// Client-facing limits of the listener.
@@ -192,4 +193,24 @@ pub(crate) enum AddressModeFile {
     Container,
     /// The host port Docker publishes for the container port.
     Published,
+}
+
+/// TLS on the main listener: `certificates`, or `cert` and `key` for one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsFile {
+    /// Chosen by SNI; the first is the default.
+    pub(crate) certificates: Option<Vec<CertificateFile>>,
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    /// A plain-HTTP listener on this port redirecting to HTTPS (default none).
+    pub(crate) redirect_http_port: Option<u16>,
+}
+
+/// PEM files: the chain (leaf first) and its private key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificateFile {
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }

@@ -11,6 +11,7 @@ pub use self::error::{ConfigError, ConfigErrors};
 use crate::discovery::DockerSettings;
 use crate::server::Limits;
 use crate::snapshot::Snapshot;
+use crate::tls::TlsSettings;
 
 pub(crate) use self::compile::RESERVED_PATH;
 pub use self::duration::parse_duration;
@@ -22,6 +23,8 @@ pub struct Config {
     pub docker: DockerSettings,
     /// Listener limits; read at start (a reload does not change them).
     pub limits: Limits,
+    /// TLS on the main listener (default: plain HTTP).
+    pub tls: Option<TlsSettings>,
 }
 
 /// Reads and compiles the config file at `path`.

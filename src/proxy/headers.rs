@@ -11,6 +11,14 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+/// How the client reached rgate: the listener's protocol, for `X-Forwarded-Proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1,
 /// plus the non-standard but common `Keep-Alive` and `Proxy-Connection`).
@@ -51,16 +59,22 @@ pub(crate) struct ClientAddr {
     pub(crate) ip: std::net::IpAddr,
     /// The peer IP as a header value, shared by every request on the connection.
     pub(crate) header: HeaderValue,
+    /// `X-Forwarded-Proto`'s value: static bytes, so cloning it allocates nothing.
+    proto: &'static HeaderValue,
 }
 
 impl ClientAddr {
-    pub(crate) fn new(peer: std::net::SocketAddr) -> Self {
+    pub(crate) fn new(peer: std::net::SocketAddr, scheme: Scheme) -> Self {
         let text = peer.ip().to_string();
         let header = HeaderValue::from_maybe_shared(Bytes::from(text))
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self {
             ip: peer.ip(),
             header,
+            proto: match scheme {
+                Scheme::Http => &HTTP,
+                Scheme::Https => &HTTPS,
+            },
         }
     }
 }
@@ -84,7 +98,7 @@ pub(crate) fn set_forwarded(
         }
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
-    headers.insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
+    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
     match host {
         Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
         None => headers.remove(&X_FORWARDED_HOST),
@@ -144,7 +158,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_and_proto_host_overwrite() {
-        let client = ClientAddr::new("127.0.0.9:5555".parse().unwrap());
+        let client = ClientAddr::new("127.0.0.9:5555".parse().unwrap(), Scheme::Http);
         let mut headers = HeaderMap::new();
         set_forwarded(
             &mut headers,
@@ -163,6 +177,15 @@ mod tests {
         assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 127.0.0.9");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert!(!headers.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn forwarded_proto_follows_the_connection_scheme() {
+        let client = ClientAddr::new("127.0.0.9:5555".parse().unwrap(), Scheme::Https);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        set_forwarded(&mut headers, &client, None);
+        assert_eq!(headers["x-forwarded-proto"], "https");
     }
 
     #[test]

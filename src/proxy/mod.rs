@@ -32,6 +32,7 @@ use crate::response::{self, ResponseBody};
 use crate::snapshot::SnapshotHandle;
 
 use self::headers::ClientAddr;
+pub use self::headers::Scheme;
 
 /// The gateway shared by every worker: the current snapshot and the stats.
 #[derive(Debug)]
@@ -40,7 +41,8 @@ pub struct Gateway {
     stats: Stats,
 }
 
-/// Per-connection context: the gateway, the worker's stats shard, the peer.
+/// Per-connection context: the gateway, the worker's stats shard, the peer
+/// and the scheme it connected with.
 #[derive(Debug)]
 pub struct ConnectionContext {
     gateway: Arc<Gateway>,
@@ -49,11 +51,16 @@ pub struct ConnectionContext {
 }
 
 impl ConnectionContext {
-    pub fn new(gateway: Arc<Gateway>, shard: Arc<StatsShard>, peer: std::net::SocketAddr) -> Self {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        shard: Arc<StatsShard>,
+        peer: std::net::SocketAddr,
+        scheme: Scheme,
+    ) -> Self {
         Self {
             gateway,
             shard,
-            client: ClientAddr::new(peer),
+            client: ClientAddr::new(peer, scheme),
         }
     }
 }
