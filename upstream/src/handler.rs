@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use crate::body::Body;
+use crate::websocket;
 use crate::{Counters, Shared};
 
 const X_UPSTREAM_NAME: HeaderName = HeaderName::from_static("x-upstream-name");
@@ -41,6 +42,9 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, hyper::Error> {
     shared.counters.requests.fetch_add(1, Relaxed);
+    if req.uri().path() == "/ws" {
+        return Ok(websocket::accept(&shared, req));
+    }
     // Dropped without being disarmed when hyper abandons this future because
     // the client disconnected, or when the request body fails.
     let guard = CancelGuard(Some(&shared.counters));
@@ -176,7 +180,7 @@ fn stats(shared: &Shared) -> Response<Body> {
     response(shared, StatusCode::OK, APPLICATION_JSON, Body::full(body))
 }
 
-fn response(
+pub(crate) fn response(
     shared: &Shared,
     status: StatusCode,
     content_type: HeaderValue,
