@@ -94,7 +94,7 @@ pub async fn serve(
 /// Handle to a stub upstream running on the current tokio runtime.
 ///
 /// Dropping it aborts the server at once: the listener and every connection
-/// are closed, in-flight requests are abandoned. [`Upstream::shutdown`] stops
+/// (WebSocket sessions too) are closed, in-flight requests are abandoned. [`Upstream::shutdown`] stops
 /// it gracefully instead.
 #[derive(Debug)]
 pub struct Upstream {
@@ -300,7 +300,9 @@ async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<O
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // Small responses must not wait for Nagle; failing to set it only costs latency.
     drop(stream.set_nodelay(true));
-    let service = service_fn(move |req| handler::handle(Arc::clone(&shared), req));
+    let sessions = stop.clone();
+    let service =
+        service_fn(move |req| handler::handle(Arc::clone(&shared), sessions.clone(), req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)

@@ -7,6 +7,7 @@ use http::header::{
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -20,9 +21,14 @@ const WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
 /// Accepts a WebSocket upgrade with `101` and echoes every text and binary
 /// message on a task of its own; anything else gets `426 Upgrade Required`.
 ///
-/// The session outlives the HTTP connection's task: it ends when the peer
-/// closes it (tungstenite answers close frames and pings by itself).
-pub(crate) fn accept(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
+/// The session runs on past the HTTP connection's task: it ends when the peer
+/// closes it (tungstenite answers close frames and pings by itself), or when
+/// the server stops (`stop` turns true or its sender is gone).
+pub(crate) fn accept(
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let headers = req.headers();
     let wants_websocket = headers
         .get(UPGRADE)
@@ -54,8 +60,11 @@ pub(crate) fn accept(shared: &Shared, mut req: Request<Incoming>) -> Response<Bo
         // Err: the client went away before the switch completed.
         if let Ok(upgraded) = upgrade.await {
             let socket =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None);
-            echo(socket.await).await;
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            tokio::select! {
+                () = echo(socket) => {}
+                _ = stop.wait_for(|stopped| *stopped) => {}
+            }
         }
     });
     let mut resp = response(

@@ -348,6 +348,18 @@ async fn ws_echoes_websocket_messages_and_refuses_plain_requests() {
     let r = get(&mut c, "/ws").await;
     assert_eq!(r.status, StatusCode::UPGRADE_REQUIRED);
     assert_eq!(r.headers["upgrade"], "websocket");
+    drop(c);
+
+    // An open session ends with the server.
+    let (mut open, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", up.addr()))
+        .await
+        .unwrap();
+    up.shutdown().await.unwrap();
+    let end = timeout(Duration::from_secs(5), open.next()).await.unwrap();
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{end:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
