@@ -432,3 +432,46 @@ async fn shutdown_drains_in_flight_requests() {
         "listener closed"
     );
 }
+
+/// Waits up to 5 s for `done`, checking every 5 ms.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_upstream_request() {
+    let up = upstream("slow").await;
+    let gw = TestGateway::start(&static_config(&[up.addr()]));
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stream,
+        b"GET /slow/30000 HTTP/1.1\r\nhost: gateway.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    eventually("the upstream has the request", || up.requests() == 1).await;
+    assert_eq!(up.cancelled(), 0);
+    let started = std::time::Instant::now();
+    drop(stream);
+    eventually("the upstream sees the cancellation", || up.cancelled() == 1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Counted as an error, and the gateway's pool still serves.
+    let (status, _, body) = fetch(gw.addr, "/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json(&body)["requests_count"],
+        serde_json::json!({"success": 0, "error": 1})
+    );
+    for _ in 0..3 {
+        assert_eq!(fetch(gw.addr, "/after").await.0, 200);
+    }
+    assert_eq!(up.cancelled(), 1);
+}

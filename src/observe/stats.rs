@@ -64,7 +64,8 @@ impl StatsShard {
     /// before an answer, which counts as an error.
     pub fn record(&self, status: Option<StatusCode>, latency: Duration) {
         let counter = match status {
-            Some(status) if (200..400).contains(&status.as_u16()) => &self.success,
+            // 101: the upstream accepted a protocol switch (e.g. a WebSocket).
+            Some(status) if matches!(status.as_u16(), 101 | 200..=399) => &self.success,
             _ => &self.error,
         };
         counter.fetch_add(1, Relaxed);
@@ -170,7 +171,7 @@ mod tests {
     fn classifies_success_and_error_at_the_contract_boundaries() {
         let stats = Stats::new(1);
         let shard = stats.shard(0);
-        for code in [200, 204, 301, 399] {
+        for code in [101, 200, 204, 301, 399] {
             shard.record(status(code), Duration::from_millis(1));
         }
         for code in [400, 403, 404, 499, 500, 503] {
@@ -178,7 +179,7 @@ mod tests {
         }
         shard.record(None, Duration::from_millis(1));
         let report = stats.report();
-        assert_eq!(report.requests_count.success, 4);
+        assert_eq!(report.requests_count.success, 5);
         assert_eq!(report.requests_count.error, 7);
     }
 

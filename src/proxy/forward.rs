@@ -1,16 +1,20 @@
 //! Forwarding: pick an endpoint, send the request over a pooled connection,
-//! stream the answer back; retry once where that is provably safe.
+//! stream the answer back; retry once where that is provably safe. An
+//! HTTP/1.1 upgrade that the upstream accepts becomes a tunnel.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::time::{timeout_at, Instant};
+use tracing::debug;
 
 use super::client::{
     self, ConnectError, Connection, Held, PooledBody, RequestBody, RequestBodyError,
@@ -125,7 +129,7 @@ async fn relay(
     route: &Route,
     backend: &Arc<Backend>,
     client: &ClientAddr,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     normalized_path: Option<&str>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // A declared length over the limit is refused before anything is read.
@@ -145,9 +149,18 @@ async fn relay(
         .map_err(|Saturated| GatewayError::Saturated {
             backend: backend.name.clone(),
         })?;
+    // The client's side of a protocol switch, resolved once rgate has sent it the 101.
+    let client_upgrade = headers::is_upgrade(request.version(), request.headers())
+        .then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let request_id = headers::request_id(&parts.headers);
-    prepare_upstream_request(&mut parts, client, normalized_path, &request_id);
+    prepare_upstream_request(
+        &mut parts,
+        client,
+        normalized_path,
+        &request_id,
+        client_upgrade.is_some(),
+    );
 
     let policy = &route.retry;
     policy.budget.earn();
@@ -175,8 +188,11 @@ async fn relay(
             })
     }?;
     // A request safe to repeat keeps a template for replays. Its body must be
-    // at hand to resend: none, or a small one read in full before sending.
-    let repeatable = policy.attempts > 1 && safe_to_repeat(&parts.method, &parts.headers);
+    // at hand to resend: none, or a small one read in full before sending. An
+    // upgrade is never replayed: the upstream may already have switched.
+    let repeatable = client_upgrade.is_none()
+        && policy.attempts > 1
+        && safe_to_repeat(&parts.method, &parts.headers);
     let small = body
         .size_hint()
         .exact()
@@ -271,9 +287,14 @@ async fn relay(
             }
             _ => {
                 return match last {
-                    Last::Answer(exchange) => {
-                        Ok(into_client_response(exchange, admission, request_id, route))
-                    }
+                    Last::Answer(exchange) => Ok(match client_upgrade {
+                        Some(client_upgrade)
+                            if exchange.response.status() == StatusCode::SWITCHING_PROTOCOLS =>
+                        {
+                            tunnel(exchange, client_upgrade, admission, request_id)
+                        }
+                        _ => into_client_response(exchange, admission, request_id, route),
+                    }),
                     Last::Failed(kind) => Err(kind.into_error(&backend.name)),
                 }
             }
@@ -376,6 +397,7 @@ fn prepare_upstream_request(
     client: &ClientAddr,
     normalized_path: Option<&str>,
     request_id: &HeaderValue,
+    upgrade: bool,
 ) {
     let needs_rewrite = normalized_path.is_some() || parts.uri.scheme().is_some();
     let authority = parts.uri.authority().cloned();
@@ -390,7 +412,11 @@ fn prepare_upstream_request(
             parts.uri = Uri::from(path_and_query);
         }
     }
-    headers::strip_hop_by_hop(&mut parts.headers);
+    if upgrade {
+        headers::strip_hop_by_hop_keeping_upgrade(&mut parts.headers);
+    } else {
+        headers::strip_hop_by_hop(&mut parts.headers);
+    }
     // HTTP/2 clients send the authority instead of a Host header.
     let host = match parts.headers.get(header::HOST) {
         Some(host) => Some(host.clone()),
@@ -462,4 +488,50 @@ fn into_client_response(
             route.idle_timeout,
         )),
     )
+}
+
+/// Answers an accepted protocol switch: the upstream's 101 goes to the
+/// client, and a task splices the two upgraded connections both ways until
+/// both sides have closed (a side that closes has its close passed on).
+///
+/// The tunnel is in-flight work on the backend: it keeps its bulkhead slot
+/// (and its least_conn count) for its whole life. Its upstream connection now
+/// carries another protocol, so it never returns to the pool.
+fn tunnel(
+    exchange: Exchange,
+    client_upgrade: OnUpgrade,
+    admission: Option<Admission>,
+    request_id: HeaderValue,
+) -> Response<ResponseBody> {
+    let Exchange {
+        mut response,
+        connection,
+        in_flight,
+    } = exchange;
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let held = Held {
+        in_flight,
+        admission,
+    };
+    tokio::spawn(async move {
+        let _held = held;
+        // Until the upstream side is handed over, its connection task must
+        // not see the request sender gone.
+        let upgraded = tokio::try_join!(client_upgrade, upstream_upgrade);
+        drop(connection);
+        match upgraded {
+            Ok((client, upstream)) => {
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                {
+                    debug!(%error, "tunnel ended with an error");
+                }
+            }
+            Err(error) => debug!(%error, "protocol switch failed"),
+        }
+    });
+    let (mut parts, _empty) = response.into_parts();
+    headers::strip_hop_by_hop_keeping_upgrade(&mut parts.headers);
+    parts.headers.insert(X_REQUEST_ID.clone(), request_id);
+    Response::from_parts(parts, ResponseBody::Full(None))
 }

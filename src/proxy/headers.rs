@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -50,6 +51,32 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
+    }
+}
+
+/// Whether an HTTP/1.1 message asks to switch protocols (RFC 9110 §7.8): an
+/// `Upgrade` header that `Connection` names. Ordinary requests pay a version
+/// compare and one map probe.
+pub(crate) fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|&byte| byte == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        })
+}
+
+/// Like [`strip_hop_by_hop`], but keeps the protocol switch: `Upgrade` stays
+/// and `Connection` becomes exactly `upgrade`, so that the next hop sees the
+/// upgrade request (or the 101 answer) and nothing else about this connection.
+pub(crate) fn strip_hop_by_hop_keeping_upgrade(headers: &mut HeaderMap) {
+    let upgrade = headers.remove(header::UPGRADE);
+    strip_hop_by_hop(headers);
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
@@ -154,6 +181,44 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn upgrades_are_http_11_with_upgrade_named_by_connection() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(
+            !is_upgrade(Version::HTTP_11, &headers),
+            "Connection must name it"
+        );
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(is_upgrade(Version::HTTP_11, &headers));
+        assert!(!is_upgrade(Version::HTTP_10, &headers));
+        assert!(!is_upgrade(Version::HTTP_2, &headers));
+        headers.remove(header::UPGRADE);
+        assert!(!is_upgrade(Version::HTTP_11, &headers));
+    }
+
+    #[test]
+    fn an_upgrade_keeps_upgrade_and_connection_but_loses_other_hop_by_hop_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, upgrade, x-secret"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("sec-websocket-key", HeaderValue::from_static("k"));
+        strip_hop_by_hop_keeping_upgrade(&mut headers);
+        assert_eq!(headers.len(), 3, "{headers:?}");
+        assert_eq!(headers[header::UPGRADE], "websocket");
+        assert_eq!(headers[header::CONNECTION], "upgrade");
+        assert_eq!(headers["sec-websocket-key"], "k");
     }
 
     #[test]

@@ -10,8 +10,10 @@ use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
+use tokio::sync::watch;
 
 use crate::body::Body;
+use crate::websocket;
 use crate::{Counters, Shared};
 
 const X_UPSTREAM_NAME: HeaderName = HeaderName::from_static("x-upstream-name");
@@ -36,11 +38,16 @@ enum Action {
 /// The request body is always read to the end (counting its length, never
 /// buffering it) so the connection stays reusable whatever the route.
 /// Fails only when reading the request body fails, i.e. the client went away.
+/// `stop` ends WebSocket sessions along with the server.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, hyper::Error> {
     shared.counters.requests.fetch_add(1, Relaxed);
+    if req.uri().path() == "/ws" {
+        return Ok(websocket::accept(&shared, stop, req));
+    }
     // Dropped without being disarmed when hyper abandons this future because
     // the client disconnected, or when the request body fails.
     let guard = CancelGuard(Some(&shared.counters));
@@ -176,7 +183,7 @@ fn stats(shared: &Shared) -> Response<Body> {
     response(shared, StatusCode::OK, APPLICATION_JSON, Body::full(body))
 }
 
-fn response(
+pub(crate) fn response(
     shared: &Shared,
     status: StatusCode,
     content_type: HeaderValue,

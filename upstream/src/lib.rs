@@ -14,11 +14,13 @@
 //! - `/bytes/N` → 200 with exactly N bytes, streamed in 64 KiB frames;
 //! - `/status/N` → empty response with status N (200..=599);
 //! - `/slow/MS` → waits MS milliseconds, then answers like any other path;
+//! - `/ws` → a WebSocket echo of text and binary messages (`426` unless the
+//!   request is a WebSocket upgrade);
 //! - any other path → the fixed body if [`Config::fixed_body_size`] is set,
 //!   else a JSON echo `{"name","method","path","query","headers","body_len"}`.
 //!
-//! Latency and error injection apply to every route but `/health` and
-//! `/__stats`. Whether a request fails is the next draw of a random generator
+//! Latency and error injection apply to every route but `/health`,
+//! `/__stats` and `/ws`. Whether a request fails is the next draw of a random generator
 //! seeded with [`Config::seed`]: for a given seed, the k-th such request
 //! always gets the same outcome.
 
@@ -40,6 +42,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 mod body;
 mod handler;
+mod websocket;
 
 /// Behaviour of a stub upstream.
 #[derive(Debug, Clone)]
@@ -91,7 +94,7 @@ pub async fn serve(
 /// Handle to a stub upstream running on the current tokio runtime.
 ///
 /// Dropping it aborts the server at once: the listener and every connection
-/// are closed, in-flight requests are abandoned. [`Upstream::shutdown`] stops
+/// (WebSocket sessions too) are closed, in-flight requests are abandoned. [`Upstream::shutdown`] stops
 /// it gracefully instead.
 #[derive(Debug)]
 pub struct Upstream {
@@ -297,11 +300,15 @@ async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<O
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // Small responses must not wait for Nagle; failing to set it only costs latency.
     drop(stream.set_nodelay(true));
-    let service = service_fn(move |req| handler::handle(Arc::clone(&shared), req));
+    let sessions = stop.clone();
+    let service =
+        service_fn(move |req| handler::handle(Arc::clone(&shared), sessions.clone(), req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(stream), service)
+        // `/ws` takes the connection over after its 101.
+        .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     // Connection errors (client gone, malformed request) end only this connection.
     tokio::select! {

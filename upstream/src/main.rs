@@ -11,8 +11,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// Stub HTTP/1 upstream for rgate's tests and benchmarks.
 ///
-/// Routes: /health, /__stats, /bytes/N, /status/N, /slow/MS; any other path
-/// answers the fixed body (--fixed-body-size) or a JSON echo of the request.
+/// Routes: /health, /__stats, /bytes/N, /status/N, /slow/MS, /ws (WebSocket
+/// echo); any other path answers the fixed body (--fixed-body-size) or a JSON
+/// echo of the request.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {

@@ -325,6 +325,43 @@ async fn slow_route_counts_a_client_that_went_away() {
     assert_eq!(up.cancelled(), 1);
 }
 
+#[tokio::test]
+async fn ws_echoes_websocket_messages_and_refuses_plain_requests() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let up = Upstream::spawn(Config::default()).await.unwrap();
+    let (mut socket, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", up.addr()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for message in [Message::text("hi"), Message::binary(vec![0u8, 255])] {
+        socket.send(message.clone()).await.unwrap();
+        let echoed = timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap();
+        assert_eq!(echoed.unwrap().unwrap(), message);
+    }
+    socket.close(None).await.unwrap();
+
+    let mut c = connect(up.addr()).await;
+    let r = get(&mut c, "/ws").await;
+    assert_eq!(r.status, StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(r.headers["upgrade"], "websocket");
+    drop(c);
+
+    // An open session ends with the server.
+    let (mut open, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", up.addr()))
+        .await
+        .unwrap();
+    up.shutdown().await.unwrap();
+    let end = timeout(Duration::from_secs(5), open.next()).await.unwrap();
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{end:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_requests_then_refuses() {
     let up = Upstream::spawn(Config::default()).await.unwrap();
