@@ -3,18 +3,17 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info};
 
-use crate::backend::health;
 use crate::config::Config;
-use crate::discovery;
+use crate::control::{ControlPlane, ReloadError, ReloadReport, ReloadRequest, Signals};
 use crate::observe::stats::Stats;
 use crate::proxy::Gateway;
 use crate::server::{self, ConnectionCount, DrainReport, RedirectListener, Worker};
@@ -30,6 +29,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Stop on SIGTERM/SIGINT (the binary); tests stop through [`Running::shutdown`].
     pub handle_signals: bool,
+    /// The config file to read again on reload; watched for changes.
+    pub config_path: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -40,6 +41,7 @@ impl Default for Options {
             workers: thread::available_parallelism().map_or(1, |n| n.get()),
             drain_timeout: Duration::from_secs(30),
             handle_signals: false,
+            config_path: None,
         }
     }
 }
@@ -64,6 +66,7 @@ pub struct Running {
     local_addr: SocketAddr,
     redirect_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    reload: mpsc::Sender<ReloadRequest>,
     control: Option<thread::JoinHandle<DrainReport>>,
 }
 
@@ -101,15 +104,9 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     let mut redirect_listeners = redirect_listeners.into_iter();
     let server_config = tls.as_ref().map(TlsSettings::server_config);
 
-    let docker_backends = discovery::docker_backends(&snapshot.backends);
-    let health_checks: Vec<_> = snapshot
-        .backends
-        .iter()
-        .filter_map(|b| Some((b.clone(), b.health_check.clone()?)))
-        .collect();
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
     let stats = Stats::new(listeners.len());
-    let gateway = Arc::new(Gateway::new(snapshot, stats.clone()));
+    let gateway = Arc::new(Gateway::new(snapshot.clone(), stats.clone()));
     // Running → control thread (stop requests); control thread → workers (drain).
     let (stop, mut stop_requested) = watch::channel(false);
     let (drain, shutdown) = watch::channel(false);
@@ -136,6 +133,9 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     }
 
     let handle_signals = options.handle_signals;
+    let config_path = options.config_path.clone();
+    let tls_enabled = tls.is_some();
+    let (reload, reload_requests) = mpsc::channel(4);
     let (ready, control_ready) = std::sync::mpsc::channel::<()>();
     let control = thread::Builder::new()
         .name("rgate-control".into())
@@ -152,19 +152,17 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
                 }
             };
             runtime.block_on(async move {
-                if !docker_backends.is_empty() {
-                    tokio::spawn(discovery::run(docker, docker_backends));
-                }
-                for (backend, check) in health_checks {
-                    tokio::spawn(health::run(backend, check));
-                }
+                let control =
+                    ControlPlane::start(config_path, snapshot, docker, limits, tls_enabled);
                 let signals = if handle_signals {
                     Signals::register()
                 } else {
                     None
                 };
                 let _ = ready.send(());
-                wait_for_stop(&mut stop_requested, signals).await;
+                control
+                    .serve(&mut stop_requested, signals, reload_requests)
+                    .await;
             });
             let _ = drain.send(true);
             join_workers(workers)
@@ -181,49 +179,9 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
         local_addr,
         redirect_addr,
         stop,
+        reload,
         control: Some(control),
     })
-}
-
-/// SIGTERM and SIGINT streams, registered before rgate reports it is listening,
-/// so an early signal is never met by the default action (instant death).
-struct Signals {
-    terminate: Signal,
-    interrupt: Signal,
-}
-
-impl Signals {
-    fn register() -> Option<Self> {
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(terminate), Ok(interrupt)) => Some(Self {
-                terminate,
-                interrupt,
-            }),
-            (Err(error), _) | (_, Err(error)) => {
-                error!(%error, "cannot install signal handlers; stop rgate with SIGKILL");
-                None
-            }
-        }
-    }
-}
-
-async fn wait_for_stop(shutdown: &mut watch::Receiver<bool>, signals: Option<Signals>) {
-    let signalled = async {
-        let Some(mut signals) = signals else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = signals.terminate.recv() => info!("SIGTERM received; draining"),
-            _ = signals.interrupt.recv() => info!("SIGINT received; draining"),
-        }
-    };
-    tokio::select! {
-        _ = shutdown.changed() => {}
-        () = signalled => {}
-    }
 }
 
 fn join_workers(workers: Vec<thread::JoinHandle<io::Result<DrainReport>>>) -> DrainReport {
@@ -252,6 +210,16 @@ impl Running {
     /// The plain-HTTP redirect listener's address, when `tls.redirect_http_port` is set.
     pub fn redirect_addr(&self) -> Option<SocketAddr> {
         self.redirect_addr
+    }
+
+    /// Reloads the config file now, as `SIGHUP` or a change to the file would.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let (reply, result) = oneshot::channel();
+        self.reload
+            .send(reply)
+            .await
+            .map_err(|_| ReloadError::Stopped)?;
+        result.await.unwrap_or(Err(ReloadError::Stopped))
     }
 
     /// Blocks until a stop (signal or [`Running::shutdown`]) has drained the workers.

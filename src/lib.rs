@@ -15,6 +15,7 @@ pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod discovery;
 pub mod error;
 pub mod observe;

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
             .max(1),
         drain_timeout: cli.drain_timeout,
         handle_signals: true,
+        config_path: Some(cli.config),
     };
     match app::start(loaded, &options) {
         Ok(running) => {

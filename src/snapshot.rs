@@ -19,6 +19,27 @@ pub struct Snapshot {
     pub default_response: DefaultResponse,
 }
 
+impl Snapshot {
+    /// Carries state across a reload: each backend that continues one of
+    /// `previous`'s keeps its endpoints (and so discovery's containers, their
+    /// health and breaker state, and their pooled connections, which are keyed
+    /// by address). Returns how many backends carried over.
+    pub fn carry_over(&mut self, previous: &Snapshot) -> usize {
+        let mut carried = 0;
+        for backend in &mut self.backends {
+            let Some(old) = previous.backends.iter().find(|old| backend.continues(old)) else {
+                continue;
+            };
+            // Freshly compiled backends are not shared yet.
+            if let Some(backend) = Arc::get_mut(backend) {
+                backend.adopt_endpoints(old);
+                carried += 1;
+            }
+        }
+        carried
+    }
+}
+
 /// The answer when no route matches.
 #[derive(Debug, Clone)]
 pub struct DefaultResponse {

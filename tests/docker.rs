@@ -492,3 +492,40 @@ fn weighted_balancing_follows_the_rgate_weight_label() {
         BTreeMap::from([(heavy.name, 300), (light.name, 100)])
     );
 }
+
+#[test]
+#[ignore = "needs Docker: run with RGATE_DOCKER_TESTS=1 --run-ignored all"]
+fn a_reload_keeps_discovered_containers_in_rotation() {
+    let Some(run) = DockerRun::new() else { return };
+    let app = run.unique("reload");
+    let one = run.container("one").production(&app).start();
+    let yaml = config_yaml(&[BackendSpec::new("reload", &prod(&app))], "");
+    let gw = Gateway::start(&yaml);
+    gw.wait_routed_to("/reload/x", &one.name, Instant::now(), SETTLE);
+
+    // A new route to the same backend: the backend keeps its discovered container.
+    gw.rewrite_config(&yaml.replacen(
+        "routes:\n",
+        "routes:\n  - path_prefix: /renamed\n    backend: reload\n",
+        1,
+    ));
+    for path in ["/renamed/x", "/reload/x"] {
+        for _ in 0..20 {
+            let r = gw.get(path);
+            assert_eq!(
+                r.status,
+                200,
+                "{path}: no gap in rotation\n{}",
+                gw.log_text()
+            );
+            assert_eq!(r.header("x-upstream-name"), Some(one.name.as_str()));
+        }
+    }
+    let log = gw.log_text();
+    assert!(log.contains("carried=1"), "{log}");
+    assert_eq!(
+        log.matches("endpoint added").count(),
+        1,
+        "discovery kept its state; nothing was re-added:\n{log}"
+    );
+}

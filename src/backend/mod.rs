@@ -59,7 +59,10 @@ pub struct Backend {
     /// Bulkhead: requests allowed in flight at once; excess ones are refused.
     max_in_flight: Option<u32>,
     in_flight: AtomicU32,
-    endpoints: ArcSwap<EndpointSet>,
+    /// Shared with this backend's predecessors and successors across reloads
+    /// that keep its name and source, so discovery's updates reach whichever
+    /// one is current.
+    endpoints: Arc<ArcSwap<EndpointSet>>,
 }
 
 impl Backend {
@@ -75,7 +78,7 @@ impl Backend {
             health_check: None,
             max_in_flight: None,
             in_flight: AtomicU32::new(0),
-            endpoints: ArcSwap::from_pointee(initial),
+            endpoints: Arc::new(ArcSwap::from_pointee(initial)),
         }
     }
 
@@ -128,6 +131,29 @@ impl Backend {
         self.endpoints.load()
     }
 
+    /// Whether a reload may hand `previous`'s endpoints (and with them their
+    /// health, ejection and breaker state) to this backend: same name, same
+    /// source, and for static backends the same addresses and weights.
+    pub fn continues(&self, previous: &Backend) -> bool {
+        if self.name != previous.name || self.source != previous.source {
+            return false;
+        }
+        match self.source {
+            Source::Docker(_) => true,
+            Source::Static => {
+                let key = |set: &EndpointSet| -> Vec<_> {
+                    set.endpoints().iter().map(|e| (e.addr, e.weight)).collect()
+                };
+                key(&self.endpoints()) == key(&previous.endpoints())
+            }
+        }
+    }
+
+    /// Takes over `previous`'s endpoint set for good (see [`Backend::continues`]).
+    pub fn adopt_endpoints(&mut self, previous: &Backend) {
+        self.endpoints = previous.endpoints.clone();
+    }
+
     /// Publishes a new endpoint set; requests already in flight keep the old one.
     pub fn set_endpoints(&self, set: EndpointSet) {
         self.endpoints.store(Arc::new(set));
@@ -151,6 +177,7 @@ impl Drop for Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::endpoint::Endpoint;
 
     #[test]
     fn the_bulkhead_admits_up_to_its_limit_and_frees_slots_on_drop() {
@@ -173,6 +200,59 @@ mod tests {
         assert!(
             unlimited.admit().unwrap().is_none(),
             "no bulkhead, nothing counted"
+        );
+    }
+
+    #[test]
+    fn a_backend_continues_another_with_its_name_and_source() {
+        let endpoint = |port: u16| {
+            Arc::new(Endpoint::new(
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                port.to_string(),
+                "e",
+            ))
+        };
+        let fixed = |name: &str, ports: &[u16]| {
+            let set = EndpointSet::new(ports.iter().map(|&p| endpoint(p)).collect());
+            Backend::new(name, Source::Static, Balance::Random, set)
+        };
+        let docker = |name: &str, label: &str| {
+            let selector = DockerSelector {
+                labels: vec![("app".into(), label.into())],
+                port: None,
+            };
+            Backend::new(
+                name,
+                Source::Docker(selector),
+                Balance::Random,
+                EndpointSet::default(),
+            )
+        };
+        assert!(fixed("a", &[1, 2]).continues(&fixed("a", &[1, 2])));
+        assert!(
+            !fixed("a", &[1, 2]).continues(&fixed("a", &[1, 3])),
+            "other servers"
+        );
+        assert!(!fixed("a", &[1]).continues(&fixed("b", &[1])), "other name");
+        assert!(docker("a", "x").continues(&docker("a", "x")));
+        assert!(
+            !docker("a", "x").continues(&docker("a", "y")),
+            "other labels"
+        );
+        assert!(
+            !docker("a", "x").continues(&fixed("a", &[])),
+            "other source"
+        );
+
+        let previous = docker("a", "x");
+        previous.set_endpoints(EndpointSet::new(vec![endpoint(7)]));
+        let mut next = docker("a", "x");
+        next.adopt_endpoints(&previous);
+        previous.set_endpoints(EndpointSet::new(vec![endpoint(8), endpoint(9)]));
+        assert_eq!(
+            next.endpoints().len(),
+            2,
+            "discovery's later updates reach the successor"
         );
     }
 }

@@ -17,10 +17,7 @@ mod container;
 mod watcher;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
-
-use crate::backend::{Backend, Source};
 
 pub(crate) use self::watcher::run;
 
@@ -45,13 +42,4 @@ pub struct DockerSettings {
     pub address_mode: AddressMode,
     /// Full relist period, the safety net behind the event stream.
     pub resync_interval: Duration,
-}
-
-/// The backends that Docker discovery must feed.
-pub(crate) fn docker_backends(backends: &[Arc<Backend>]) -> Vec<Arc<Backend>> {
-    backends
-        .iter()
-        .filter(|b| matches!(b.source, Source::Docker(_)))
-        .cloned()
-        .collect()
 }

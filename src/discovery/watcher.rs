@@ -10,6 +10,7 @@ use bollard::models::EventMessage;
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use bollard::Docker;
 use futures_util::stream::{select_all, StreamExt};
+use tokio::sync::watch;
 use tokio::time::{interval_at, sleep, Instant};
 use tracing::{debug, info, warn};
 
@@ -42,19 +43,39 @@ enum SessionError {
     Docker(#[from] DockerError),
     #[error("the event stream ended")]
     StreamEnded,
+    #[error("the backends changed")]
+    Reconfigured,
 }
 
-/// Runs discovery for `backends` until the process exits.
-pub(crate) async fn run(settings: DockerSettings, backends: Vec<Arc<Backend>>) {
-    let mut states: Vec<BackendState> =
-        backends.into_iter().filter_map(BackendState::new).collect();
-    if states.is_empty() {
-        return;
-    }
+/// Runs discovery for the Docker backends in `backends` (the current
+/// config's, replaced on reload) until the sender goes away.
+pub(crate) async fn run(
+    settings: DockerSettings,
+    mut backends: watch::Receiver<Vec<Arc<Backend>>>,
+) {
+    let mut states = Vec::new();
     let mut backoff = BACKOFF_MIN;
     let mut in_outage = false;
     loop {
-        let error = session(&settings, &mut states, &mut in_outage, &mut backoff).await;
+        reconcile(&mut states, &backends.borrow_and_update());
+        if states.is_empty() {
+            // Nothing to discover until a reload brings Docker backends.
+            if backends.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let error = session(
+            &settings,
+            &mut states,
+            &mut backends,
+            &mut in_outage,
+            &mut backoff,
+        )
+        .await;
+        if matches!(error, SessionError::Reconfigured) {
+            continue;
+        }
         if !in_outage {
             // Logged once per outage, not per retry: a down daemon must not flood logs.
             warn!(
@@ -73,14 +94,38 @@ pub(crate) async fn run(settings: DockerSettings, backends: Vec<Arc<Backend>>) {
     }
 }
 
-/// One connected period: returns the error that ended it.
+/// Takes the backends of a new config: a backend with the same name and labels
+/// keeps its discovery state (members, stop tombstones, warnings), so a reload
+/// costs it nothing; others start afresh.
+fn reconcile(states: &mut Vec<BackendState>, backends: &[Arc<Backend>]) {
+    let mut previous = std::mem::take(states);
+    for backend in backends {
+        let Source::Docker(selector) = &backend.source else {
+            continue;
+        };
+        let kept = previous
+            .iter()
+            .position(|s| s.backend.name == backend.name && &s.selector == selector);
+        match kept {
+            Some(at) => {
+                let mut state = previous.swap_remove(at);
+                state.backend = backend.clone();
+                states.push(state);
+            }
+            None => states.extend(BackendState::new(backend.clone())),
+        }
+    }
+}
+
+/// One connected period: returns the error (or the reload) that ended it.
 async fn session(
     settings: &DockerSettings,
     states: &mut [BackendState],
+    backends: &mut watch::Receiver<Vec<Arc<Backend>>>,
     in_outage: &mut bool,
     backoff: &mut Duration,
 ) -> SessionError {
-    match follow(settings, states, in_outage, backoff).await {
+    match follow(settings, states, backends, in_outage, backoff).await {
         Ok(never) => match never {},
         Err(error) => error,
     }
@@ -89,6 +134,7 @@ async fn session(
 async fn follow(
     settings: &DockerSettings,
     states: &mut [BackendState],
+    backends: &mut watch::Receiver<Vec<Arc<Backend>>>,
     in_outage: &mut bool,
     backoff: &mut Duration,
 ) -> Result<std::convert::Infallible, SessionError> {
@@ -122,6 +168,8 @@ async fn follow(
                     state.resync(&docker, settings).await?;
                 }
             }
+            // New subscriptions and a resync for the new set of backends.
+            Ok(()) = backends.changed() => return Err(SessionError::Reconfigured),
         }
     }
 }

@@ -526,7 +526,7 @@ pub(crate) struct Gateway {
     child: Child,
     pub(crate) addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
-    _config: tempfile::NamedTempFile,
+    config: tempfile::NamedTempFile,
 }
 
 impl Gateway {
@@ -595,7 +595,23 @@ impl Gateway {
             child,
             addr,
             log,
-            _config: config,
+            config,
+        }
+    }
+
+    /// Replaces the config file's text; rgate watches it and reloads. Waits
+    /// (bounded) until rgate logs the reload.
+    pub(crate) fn rewrite_config(&self, yaml: &str) {
+        let before = self.log_text().matches("config reloaded").count();
+        std::fs::write(self.config.path(), yaml).expect("rewrite config");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.log_text().matches("config reloaded").count() == before {
+            assert!(
+                Instant::now() < deadline,
+                "rgate did not reload:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -38,6 +38,27 @@ impl TestGateway {
         }
     }
 
+    /// Starts from a config file, watched and reloadable like the binary's.
+    pub fn start_file(path: &Path) -> Self {
+        let config = rgate::config::load(path).expect("valid test config");
+        let options = Options {
+            workers: 2,
+            drain_timeout: Duration::from_secs(5),
+            config_path: Some(path.to_path_buf()),
+            ..Options::default()
+        };
+        let running = app::start(config, &options).expect("gateway starts");
+        let addr = running.local_addr();
+        Self {
+            running: Some(running),
+            addr,
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
     pub fn shutdown(mut self) -> rgate::server::DrainReport {
         self.running.take().expect("running").shutdown()
     }

@@ -1,0 +1,284 @@
+//! The control plane: one thread that runs the producers of runtime state
+//! (Docker discovery, health checks, config reloads) and turns signals into a
+//! drain. The request path only reads what these publish.
+//!
+//! A reload (the config file changes, `SIGHUP`, or [`crate::app::Running::reload`])
+//! reads, validates and compiles the file. A file with any problem is refused
+//! with every problem logged, and the current config keeps serving. A good one
+//! is swapped in atomically: requests in flight finish on the snapshot they
+//! started with, and each backend that keeps its name and source keeps its
+//! endpoints, their health and breaker state, and their pooled connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::backend::{health, Backend};
+use crate::config::{self, Config, ConfigErrors};
+use crate::discovery::{self, DockerSettings};
+use crate::server::Limits;
+use crate::snapshot::SnapshotHandle;
+
+/// Writes to the config file closer together than this make one reload:
+/// editors and `cp` often write a file in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub routes: usize,
+    pub backends: usize,
+    /// Backends that kept their endpoints from the previous config.
+    pub carried: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("rgate was started without a config file to reload")]
+    NoConfigFile,
+    #[error("the new config is refused; the current one keeps serving:\n{0}")]
+    Invalid(ConfigErrors),
+    #[error("rgate is stopping")]
+    Stopped,
+}
+
+/// A reload asked for through [`crate::app::Running::reload`], with where to send the result.
+pub(crate) type ReloadRequest = oneshot::Sender<Result<ReloadReport, ReloadError>>;
+
+/// The state the control thread owns.
+pub(crate) struct ControlPlane {
+    config_path: Option<PathBuf>,
+    snapshot: Arc<SnapshotHandle>,
+    docker: DockerSettings,
+    /// Read at start only; a reload that changes them says so.
+    limits: Limits,
+    tls: bool,
+    discovery: watch::Sender<Vec<Arc<Backend>>>,
+    discovery_task: JoinHandle<()>,
+    health: Vec<JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    /// Starts discovery and health checks for the current snapshot. Must run
+    /// inside the control thread's runtime.
+    pub(crate) fn start(
+        config_path: Option<PathBuf>,
+        snapshot: Arc<SnapshotHandle>,
+        docker: DockerSettings,
+        limits: Limits,
+        tls: bool,
+    ) -> Self {
+        let backends = snapshot.load().backends.clone();
+        let (discovery, discovery_task) = spawn_discovery(docker.clone(), backends.clone());
+        Self {
+            config_path,
+            snapshot,
+            docker,
+            limits,
+            tls,
+            discovery,
+            discovery_task,
+            health: spawn_health_checks(&backends),
+        }
+    }
+
+    /// Runs until a stop is requested (by `stop` or a signal), reloading on
+    /// every trigger meanwhile.
+    pub(crate) async fn serve(
+        mut self,
+        stop: &mut watch::Receiver<bool>,
+        signals: Option<Signals>,
+        mut requests: mpsc::Receiver<ReloadRequest>,
+    ) {
+        let (changed, mut file_changes) = mpsc::channel(1);
+        let _watcher = self
+            .config_path
+            .as_deref()
+            .and_then(|path| watch_file(path, changed));
+        let (mut terminate, mut interrupt, mut hangup) = match signals {
+            Some(Signals {
+                terminate,
+                interrupt,
+                hangup,
+            }) => (Some(terminate), Some(interrupt), Some(hangup)),
+            None => (None, None, None),
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                Some(()) = recv_signal(&mut terminate) => {
+                    info!("SIGTERM received; draining");
+                    break;
+                }
+                Some(()) = recv_signal(&mut interrupt) => {
+                    info!("SIGINT received; draining");
+                    break;
+                }
+                Some(()) = recv_signal(&mut hangup) => {
+                    // Logged inside; nobody else waits for the result.
+                    let _ = self.reload_logged("SIGHUP");
+                }
+                Some(()) = file_changes.recv() => {
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while file_changes.try_recv().is_ok() {}
+                    let _ = self.reload_logged("config file changed");
+                }
+                Some(reply) = requests.recv() => {
+                    let _ = reply.send(self.reload_logged("reload requested"));
+                }
+            }
+        }
+        self.discovery_task.abort();
+        for task in &self.health {
+            task.abort();
+        }
+    }
+
+    fn reload_logged(&mut self, trigger: &str) -> Result<ReloadReport, ReloadError> {
+        let result = self.reload();
+        match &result {
+            Ok(report) => info!(
+                trigger,
+                routes = report.routes,
+                backends = report.backends,
+                carried = report.carried,
+                "config reloaded"
+            ),
+            Err(error) => error!(trigger, "{error}"),
+        }
+        result
+    }
+
+    fn reload(&mut self) -> Result<ReloadReport, ReloadError> {
+        let path = self
+            .config_path
+            .as_deref()
+            .ok_or(ReloadError::NoConfigFile)?;
+        let Config {
+            mut snapshot,
+            docker,
+            limits,
+            tls,
+        } = config::load(path).map_err(ReloadError::Invalid)?;
+        let carried = snapshot.carry_over(&self.snapshot.load());
+        if limits != self.limits || tls.is_some() != self.tls {
+            warn!(
+                "`limits` and `tls` are read at start only; restart rgate to apply their changes"
+            );
+        }
+        let report = ReloadReport {
+            routes: snapshot.router.routes().len(),
+            backends: snapshot.backends.len(),
+            carried,
+        };
+        let backends = snapshot.backends.clone();
+        self.snapshot.store(Arc::new(snapshot));
+        if docker == self.docker {
+            self.discovery.send_replace(backends.clone());
+        } else {
+            // A different daemon or addressing: start discovery afresh.
+            self.discovery_task.abort();
+            (self.discovery, self.discovery_task) =
+                spawn_discovery(docker.clone(), backends.clone());
+            self.docker = docker;
+        }
+        for task in self.health.drain(..) {
+            task.abort();
+        }
+        self.health = spawn_health_checks(&backends);
+        Ok(report)
+    }
+}
+
+fn spawn_discovery(
+    settings: DockerSettings,
+    backends: Vec<Arc<Backend>>,
+) -> (watch::Sender<Vec<Arc<Backend>>>, JoinHandle<()>) {
+    // Without Docker backends the task idles until a reload brings some.
+    let (sender, receiver) = watch::channel(backends);
+    let task = tokio::spawn(discovery::run(settings, receiver));
+    (sender, task)
+}
+
+fn spawn_health_checks(backends: &[Arc<Backend>]) -> Vec<JoinHandle<()>> {
+    backends
+        .iter()
+        .filter_map(|backend| {
+            let check = backend.health_check.clone()?;
+            Some(tokio::spawn(health::run(backend.clone(), check)))
+        })
+        .collect()
+}
+
+/// Watches the config file's directory (editors often replace the file
+/// rather than write it in place) and reports changes to the file itself.
+/// Without a watcher, SIGHUP and explicit reloads still work.
+fn watch_file(path: &Path, changed: mpsc::Sender<()>) -> Option<RecommendedWatcher> {
+    let name = path.file_name()?.to_owned();
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else {
+            return;
+        };
+        let ours = event.paths.iter().any(|p| p.file_name() == Some(&name));
+        if ours && (event.kind.is_create() || event.kind.is_modify()) {
+            // A full channel already holds a pending reload.
+            let _ = changed.try_send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            warn!(%error, "cannot watch the config file; reload with SIGHUP instead");
+            return None;
+        }
+    };
+    if let Err(error) = watcher.watch(&directory, RecursiveMode::NonRecursive) {
+        warn!(%error, directory = %directory.display(), "cannot watch the config file; reload with SIGHUP instead");
+        return None;
+    }
+    Some(watcher)
+}
+
+/// The process signals rgate handles, registered before it reports that it
+/// is listening, so an early signal is never met by the default action.
+pub(crate) struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    pub(crate) fn register() -> Option<Self> {
+        let register = || -> std::io::Result<Self> {
+            Ok(Self {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+                hangup: signal(SignalKind::hangup())?,
+            })
+        };
+        match register() {
+            Ok(signals) => Some(signals),
+            Err(error) => {
+                error!(%error, "cannot install signal handlers; stop rgate with SIGKILL");
+                None
+            }
+        }
+    }
+}
+
+async fn recv_signal(signal: &mut Option<Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
