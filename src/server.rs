@@ -6,9 +6,11 @@
 //! shared between them except the snapshot pointer and read-mostly data.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
@@ -196,43 +198,78 @@ impl Worker {
         let graceful = GracefulShutdown::new();
         tokio::spawn(client::sweep_idle_connections());
 
+        let drain = self.shutdown.clone();
+        let serve = |stream: TcpStream, peer: SocketAddr| {
+            let Some(counted) = self.connections.admit(limits.max_connections) else {
+                tokio::spawn(refuse(stream));
+                return;
+            };
+            let ctx = Arc::new(ConnectionContext::new(
+                self.gateway.clone(),
+                self.shard.clone(),
+                peer,
+                scheme,
+            ));
+            let first_request = Arc::new(FirstRequest::default());
+            let seen = first_request.clone();
+            let service = service_fn(move |request| {
+                seen.arrived();
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(Gateway::handle(&ctx, request).await) }
+            });
+            let builder = builder.clone();
+            // Taken now, so a drain that starts during the handshake still waits for this connection.
+            let in_drain = graceful.watcher();
+            let drain = drain.clone();
+            let tls = tls.clone();
+            // The handshake runs in the connection's task, never in the accept loop.
+            tokio::spawn(async move {
+                let wait = limits.header_read_timeout;
+                let served = match tls {
+                    None => {
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        serve_until_drained(
+                            conn,
+                            auto::UpgradeableConnection::graceful_shutdown,
+                            &first_request,
+                            drain,
+                            wait,
+                        )
+                        .await
+                    }
+                    Some(acceptor) => {
+                        let Some(stream) = handshake(&acceptor, stream, peer).await else {
+                            return;
+                        };
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        serve_until_drained(
+                            conn,
+                            auto::UpgradeableConnection::graceful_shutdown,
+                            &first_request,
+                            drain,
+                            wait,
+                        )
+                        .await
+                    }
+                };
+                if let Err(error) = served {
+                    debug!(%peer, %error, "client connection ended with an error");
+                }
+                drop(in_drain);
+                drop(counted);
+            });
+        };
+
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Some((stream, peer)) = accepted_connection(accepted).await else {
-                        continue;
-                    };
-                    let Some(counted) = self.connections.admit(limits.max_connections) else {
-                        tokio::spawn(refuse(stream));
-                        continue;
-                    };
-                    let ctx = Arc::new(ConnectionContext::new(self.gateway.clone(), self.shard.clone(), peer, scheme));
-                    let service = service_fn(move |request| {
-                        let ctx = ctx.clone();
-                        async move { Ok::<_, Infallible>(Gateway::handle(&ctx, request).await) }
-                    });
-                    let builder = builder.clone();
-                    // Taken now, so a drain that starts during the handshake still waits for this connection.
-                    let watcher = graceful.watcher();
-                    let tls = tls.clone();
-                    // The handshake runs in the connection's task, never in the accept loop.
-                    tokio::spawn(async move {
-                        let served = match tls {
-                            None => {
-                                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
-                            }
-                            Some(acceptor) => {
-                                let Some(stream) = handshake(&acceptor, stream, peer).await else {
-                                    return;
-                                };
-                                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
-                            }
-                        };
-                        if let Err(error) = served {
-                            debug!(%peer, %error, "client connection ended with an error");
-                        }
-                        drop(counted);
-                    });
+                    if let Some((stream, peer)) = accepted_connection(accepted).await {
+                        serve(stream, peer);
+                    }
                 }
                 accepted = accept_if_listening(redirect.as_ref()) => {
                     let Some((stream, peer)) = accepted_connection(accepted).await else {
@@ -259,9 +296,13 @@ impl Worker {
             }
         }
 
-        // Stop accepting at once; then let in-flight requests finish.
+        // Stop accepting at once; then let in-flight requests finish. Closing a
+        // listener resets the connections in its accept queue, so those are
+        // taken and served first.
         drop(redirect);
-        drop(listener);
+        for (stream, peer) in take_queued(listener) {
+            serve(stream, peer);
+        }
         let in_flight = self.shard.in_flight();
         let drained_in_time = tokio::time::timeout(self.drain_timeout, graceful.shutdown())
             .await
@@ -276,6 +317,59 @@ impl Worker {
             aborted,
         })
     }
+}
+
+/// Whether a client connection has delivered its first request.
+#[derive(Debug, Default)]
+struct FirstRequest {
+    seen: AtomicBool,
+    notify: Notify,
+}
+
+impl FirstRequest {
+    fn arrived(&self) {
+        // One relaxed load per request; the swap and wake-up happen once.
+        if !self.seen.load(Relaxed) && !self.seen.swap(true, Relaxed) {
+            self.notify.notify_one();
+        }
+    }
+
+    async fn wait(&self) {
+        if !self.seen.load(Relaxed) {
+            // notify_one stores a permit, so an arrival before this call still counts.
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Drives a client connection to its end, shutting it down gracefully once
+/// the worker drains: HTTP/1 closes when idle or after the response in
+/// flight, HTTP/2 sends GOAWAY and finishes its open streams.
+///
+/// hyper-util drops a connection told to shut down before it has read its
+/// first bytes (it has not chosen HTTP/1 or HTTP/2 yet), which would lose a
+/// request sent just as the drain begins, or one queued on a listener being
+/// closed. So a connection that has delivered no request yet is shut down
+/// only once its first request arrives, or after `first_request_wait`.
+async fn serve_until_drained<C: Future>(
+    conn: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    first_request: &FirstRequest,
+    mut drain: watch::Receiver<bool>,
+    first_request_wait: Duration,
+) -> C::Output {
+    let mut conn = std::pin::pin!(conn);
+    let drain_started = async {
+        // An error means the worker is gone: drain too.
+        let _ = drain.wait_for(|&draining| draining).await;
+        let _ = tokio::time::timeout(first_request_wait, first_request.wait()).await;
+    };
+    tokio::select! {
+        output = conn.as_mut() => return output,
+        () = drain_started => {}
+    }
+    graceful_shutdown(conn.as_mut());
+    conn.await
 }
 
 /// Answers a connection over the cap with 503 and closes it, without reading
@@ -311,6 +405,47 @@ async fn accepted_connection(
             None
         }
     }
+}
+
+/// Closes `listener` and returns the connections the kernel had already
+/// completed on it. Without this they would be reset by the close: with
+/// `SO_REUSEPORT`, during a rolling restart, connections the kernel steered
+/// to the old process just before it stopped would fail.
+///
+/// Handshakes still in progress at the close are reset by the kernel all the
+/// same (unless `net.ipv4.tcp_migrate_req` is 1); this shrinks the window to
+/// the few microseconds between the last accept and the close.
+fn take_queued(listener: TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let mut queued = Vec::new();
+    // A std listener, so `accept` asks the kernel rather than tokio's cached readiness.
+    let Ok(listener) = listener.into_std() else {
+        return queued;
+    };
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                match stream {
+                    Ok(stream) => {
+                        if let Err(error) = stream.set_nodelay(true) {
+                            debug!(%error, "set_nodelay failed");
+                        }
+                        queued.push((stream, peer));
+                    }
+                    Err(error) => debug!(%error, "cannot serve a queued connection"),
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) => {
+                debug!(%error, "accept failed while closing the listener");
+                break;
+            }
+        }
+    }
+    queued
 }
 
 /// Accepts on `listener`, or waits forever when there is none.

@@ -320,6 +320,32 @@ async fn encoded_paths_cannot_escape_a_route_or_hide_stats() {
 }
 
 #[tokio::test]
+async fn raw_utf8_after_an_escape_and_bare_percents_are_answered_not_fatal() {
+    let (gw, up) = gateway_with_upstream("").await;
+    // UTF-8 right after an escape once panicked the normaliser (which aborts a
+    // release build); a bare '%' once let %%32%65 reach the upstream as %2e.
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"GET /%41\xc3\xa9%41 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "/A\u{e9}A",
+        ),
+        (
+            b"GET /a/%%32%65%%32%65/b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "/a/%252e%252e/b",
+        ),
+    ];
+    for (request, upstream_path) in cases {
+        let response = closed_after(gw.addr, request).await;
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response:?}");
+        assert!(
+            response.contains(&format!("\"path\":\"{upstream_path}\"")),
+            "{response:?}"
+        );
+    }
+    assert_eq!(up.requests(), 2);
+}
+
+#[tokio::test]
 async fn an_upstream_closing_mid_body_ends_the_response_and_the_next_request_works() {
     let truncated =
         scripted_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly-ten-b").await;

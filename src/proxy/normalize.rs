@@ -11,7 +11,9 @@
 //! - a trailing slash is kept, and a path ending in a dot segment keeps one
 //!   (`/a/b/..` → `/a/`);
 //! - reserved escapes stay encoded: `%2F` is not a separator and `%5C` not a
-//!   backslash. A raw backslash is refused before this runs (see `validate`).
+//!   backslash. A raw backslash is refused before this runs (see `validate`);
+//! - a `%` that starts no valid escape becomes `%25`, so no later decoder can
+//!   join it with what follows: `/%%32%65` is `/%252e`, not `/%2e` (a dot).
 //!
 //! The normalised path is what the router matches and what the upstream receives,
 //! so a route can never be escaped by spelling the path differently.
@@ -65,7 +67,7 @@ fn hex_value(digit: u8) -> Option<u8> {
 }
 
 /// Decodes escapes of unreserved characters and upper-cases the others.
-/// A `%` not followed by two hex digits is left as it is.
+/// A `%` not followed by two hex digits becomes `%25`.
 fn decode_unreserved(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -86,9 +88,20 @@ fn decode_unreserved(path: &str) -> String {
                 }
                 i += 3;
             }
+            // A '%' that starts no escape is itself escaped: left bare, a
+            // later decoder could read it with what follows (`%%32%65` would
+            // become `%2e` here and `.` upstream).
+            None if bytes[i] == b'%' => {
+                out.push_str("%25");
+                i += 1;
+            }
             None => {
-                // Copy up to the next escape in one go (keeps UTF-8 intact).
-                let next = path[i + 1..].find('%').map_or(bytes.len(), |at| i + 1 + at);
+                // Copy up to the next '%' in one go. Searching bytes keeps the
+                // cut on a char boundary: '%' is ASCII and `i` is one already.
+                let next = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'%')
+                    .map_or(bytes.len(), |at| i + at);
                 out.push_str(&path[i..next]);
                 i = next;
             }
@@ -158,8 +171,26 @@ mod tests {
         assert_eq!(norm("/a%2fb"), "/a%2Fb");
         assert_eq!(norm("/a%5cb"), "/a%5Cb");
         assert_eq!(path("/a%2Fb%20c"), None, "already normal");
-        // Not an escape: left alone.
-        assert_eq!(norm("/a%zz/%4"), "/a%zz/%4");
+        // Not an escape: the '%' itself is escaped.
+        assert_eq!(norm("/a%zz/%4"), "/a%25zz/%254");
         assert_eq!(norm("/caf%C3%A9/é"), "/caf%C3%A9/é");
+    }
+
+    #[test]
+    fn a_bare_percent_cannot_become_an_escape_after_decoding() {
+        // Decoding %32 and %65 must not spell out %2e (a dot) for the upstream.
+        assert_eq!(
+            norm("/api/payment/%%32%65%%32%65/orders"),
+            "/api/payment/%252e%252e/orders"
+        );
+        assert_eq!(norm("/%"), "/%25");
+        assert_eq!(norm("/%%"), "/%25%25");
+    }
+
+    #[test]
+    fn non_ascii_after_an_escape_is_copied_whole() {
+        // Found by tests/fuzz.rs: this used to slice inside 'é' and panic.
+        assert_eq!(norm("/%41é%41"), "/AéA");
+        assert_eq!(norm("/%41🕴/%"), "/A🕴/%25");
     }
 }
