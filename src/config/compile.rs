@@ -213,13 +213,17 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     if !prefix.starts_with('/') {
         return Err(format!("{prefix:?} must start with '/'"));
     }
-    if prefix.contains("//")
-        || prefix
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
-    {
+    // Request paths are normalised before matching, so any other spelling
+    // could never match.
+    if let Some(normal) = crate::proxy::normalize::path(prefix) {
         return Err(format!(
-            "{prefix:?} is not a normalised path (no '//', '.' or '..' segments)"
+            "{prefix:?} is not a normalised path (no '//', '.' or '..' segments, \
+             no escapes of unreserved characters); write {normal:?}"
+        ));
+    }
+    if prefix.contains('\\') {
+        return Err(format!(
+            "{prefix:?} contains a backslash, which rgate refuses in request paths"
         ));
     }
     if prefix.bytes().any(|b| b.is_ascii_control() || b == b' ') {

@@ -165,6 +165,13 @@ fn path_prefix_must_be_a_normalised_absolute_path() {
     );
     refused(&route("/a//b"), "routes[0].path_prefix", "normalised");
     refused(&route("/a/../b"), "routes[0].path_prefix", "normalised");
+    refused(
+        &route("/%73tats"),
+        "routes[0].path_prefix",
+        "write \"/stats\"",
+    );
+    refused(&route("/a/%2e"), "routes[0].path_prefix", "normalised");
+    refused(&route("/a\\\\b"), "routes[0].path_prefix", "backslash");
 }
 
 #[test]
