@@ -29,14 +29,27 @@ fn name(headers: &http::HeaderMap) -> String {
     headers["x-upstream-name"].to_str().unwrap().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_file_serves_within_a_second_and_drops_nothing_in_flight() {
+/// Upstreams "old" and "new", and a gateway routing everything to "old"
+/// from a config file in the returned directory.
+async fn old_and_new() -> (
+    rgate_upstream::Upstream,
+    rgate_upstream::Upstream,
+    tempfile::TempDir,
+    TestGateway,
+) {
     let old = named_upstream("old", |_| {}).await;
     let new = named_upstream("new", |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rgate.yml");
     write(&path, &two_backends("old", old.addr(), new.addr()));
     let gw = TestGateway::start_file(&path);
+    (old, new, dir, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_serves_within_a_second_and_drops_nothing_in_flight() {
+    let (old, new, dir, gw) = old_and_new().await;
+    let path = dir.path().join("rgate.yml");
     let addr = gw.addr;
 
     // Slow requests that start on the old table must finish there.
@@ -94,12 +107,8 @@ async fn a_changed_file_serves_within_a_second_and_drops_nothing_in_flight() {
 
 #[tokio::test]
 async fn a_broken_file_is_refused_and_the_current_config_keeps_serving() {
-    let old = named_upstream("old", |_| {}).await;
-    let new = named_upstream("new", |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (old, new, dir, gw) = old_and_new().await;
     let path = dir.path().join("rgate.yml");
-    write(&path, &two_backends("old", old.addr(), new.addr()));
-    let gw = TestGateway::start_file(&path);
 
     write(&path, &two_backends("nowhere", old.addr(), new.addr()));
     match gw.running().reload().await {

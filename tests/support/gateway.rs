@@ -25,26 +25,20 @@ pub struct TestGateway {
 impl TestGateway {
     pub fn start(yaml: &str) -> Self {
         let config = rgate::config::parse(yaml, Path::new("test.yml")).expect("valid test config");
-        let options = Options {
-            workers: 2,
-            drain_timeout: Duration::from_secs(5),
-            ..Options::default()
-        };
-        let running = app::start(config, &options).expect("gateway starts");
-        let addr = running.local_addr();
-        Self {
-            running: Some(running),
-            addr,
-        }
+        Self::launch(config, None)
     }
 
     /// Starts from a config file, watched and reloadable like the binary's.
     pub fn start_file(path: &Path) -> Self {
         let config = rgate::config::load(path).expect("valid test config");
+        Self::launch(config, Some(path.to_path_buf()))
+    }
+
+    fn launch(config: rgate::config::Config, config_path: Option<std::path::PathBuf>) -> Self {
         let options = Options {
             workers: 2,
             drain_timeout: Duration::from_secs(5),
-            config_path: Some(path.to_path_buf()),
+            config_path,
             ..Options::default()
         };
         let running = app::start(config, &options).expect("gateway starts");
