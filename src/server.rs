@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 
 use crate::observe::stats::StatsShard;
 use crate::proxy::{client, ConnectionContext, Gateway, Scheme};
+use crate::response::ResponseBody;
 use crate::tls::{self, HANDSHAKE_TIMEOUT};
 
 const LISTEN_BACKLOG: i32 = 4096;
@@ -227,33 +228,13 @@ impl Worker {
                 let wait = limits.header_read_timeout;
                 let served = match tls {
                     None => {
-                        let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        serve_until_drained(
-                            conn,
-                            auto::UpgradeableConnection::graceful_shutdown,
-                            &first_request,
-                            drain,
-                            wait,
-                        )
-                        .await
+                        serve_stream(&builder, stream, service, &first_request, drain, wait).await
                     }
                     Some(acceptor) => {
                         let Some(stream) = handshake(&acceptor, stream, peer).await else {
                             return;
                         };
-                        let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        serve_until_drained(
-                            conn,
-                            auto::UpgradeableConnection::graceful_shutdown,
-                            &first_request,
-                            drain,
-                            wait,
-                        )
-                        .await
+                        serve_stream(&builder, stream, service, &first_request, drain, wait).await
                     }
                 };
                 if let Err(error) = served {
@@ -340,6 +321,39 @@ impl FirstRequest {
             self.notify.notified().await;
         }
     }
+}
+
+/// Serves one client connection on `io`, plain TCP or TLS, until it ends or
+/// the drain closes it (see [`serve_until_drained`]).
+async fn serve_stream<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    first_request: &FirstRequest,
+    drain: watch::Receiver<bool>,
+    first_request_wait: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<ResponseBody>,
+        Error = Infallible,
+    >,
+    S::Future: 'static,
+    TokioExecutor: auto::HttpServerConnExec<S::Future, ResponseBody>,
+{
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    serve_until_drained(
+        conn,
+        auto::UpgradeableConnection::graceful_shutdown,
+        first_request,
+        drain,
+        first_request_wait,
+    )
+    .await
 }
 
 /// Drives a client connection to its end, shutting it down gracefully once

@@ -270,25 +270,7 @@ async fn connections_over_the_cap_get_503_until_one_closes() {
 
 #[tokio::test]
 async fn encoded_paths_cannot_escape_a_route_or_hide_stats() {
-    let payment = Upstream::spawn(UpstreamConfig {
-        name: "payment".into(),
-        ..UpstreamConfig::default()
-    })
-    .await
-    .unwrap();
-    let orders = Upstream::spawn(UpstreamConfig {
-        name: "orders".into(),
-        ..UpstreamConfig::default()
-    })
-    .await
-    .unwrap();
-    let yaml = format!(
-        "routes:\n  - {{path_prefix: /api/payment, backend: payment}}\n  - {{path_prefix: /api/orders, backend: orders}}\n\
-         backends:\n  - {{name: payment, servers: [\"{}\"]}}\n  - {{name: orders, servers: [\"{}\"]}}\n",
-        payment.addr(),
-        orders.addr()
-    );
-    let gw = TestGateway::start(&yaml);
+    let (payment, orders, gw) = payment_and_orders().await;
     // Escapes of unreserved characters are decoded before routing...
     for path in [
         "/api/payment/%2E%2E/orders/1",

@@ -205,15 +205,7 @@ async fn longest_prefix_and_literal_prefix_semantics() {
 
 #[tokio::test]
 async fn dot_segments_cannot_escape_a_route() {
-    let payment = upstream("payment").await;
-    let orders = upstream("orders").await;
-    let yaml = format!(
-        "routes:\n  - {{path_prefix: /api/payment, backend: payment}}\n  - {{path_prefix: /api/orders, backend: orders}}\n\
-         backends:\n  - {{name: payment, servers: [\"{}\"]}}\n  - {{name: orders, servers: [\"{}\"]}}\n",
-        payment.addr(),
-        orders.addr()
-    );
-    let gw = TestGateway::start(&yaml);
+    let (payment, _orders, gw) = payment_and_orders().await;
     for path in [
         "/api/payment/../orders/1",
         "/api/payment/%2e%2e/orders/1",

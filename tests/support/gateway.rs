@@ -140,6 +140,25 @@ pub async fn named_upstream(
         .expect("upstream")
 }
 
+/// Upstreams "payment" and "orders" behind the routes `/api/payment` and
+/// `/api/orders`: the setup for route-escape tests.
+pub async fn payment_and_orders() -> (
+    rgate_upstream::Upstream,
+    rgate_upstream::Upstream,
+    TestGateway,
+) {
+    let payment = named_upstream("payment", |_| {}).await;
+    let orders = named_upstream("orders", |_| {}).await;
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /api/payment, backend: payment}}\n  - {{path_prefix: /api/orders, backend: orders}}\n\
+         backends:\n  - {{name: payment, servers: [\"{}\"]}}\n  - {{name: orders, servers: [\"{}\"]}}\n",
+        payment.addr(),
+        orders.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    (payment, orders, gw)
+}
+
 /// A port on 127.0.0.1 that refuses connections (bound, then released).
 pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
