@@ -44,7 +44,7 @@ pub enum GatewayError {
     UpstreamReset {
         backend: Arc<str>,
         #[source]
-        source: hyper::Error,
+        source: crate::proxy::client::SendError,
     },
     #[error("backend {backend}: no response head within the route's timeout")]
     UpstreamTimeout { backend: Arc<str> },
@@ -52,7 +52,7 @@ pub enum GatewayError {
     BadResponse {
         backend: Arc<str>,
         #[source]
-        source: hyper::Error,
+        source: crate::proxy::client::HeadError,
     },
 }
 

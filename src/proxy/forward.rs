@@ -13,11 +13,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt as _;
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use super::client::{
-    self, ConnectError, Connection, Held, PooledBody, RequestBody, RequestBodyError,
+    self, ConnectError, Connection, Failed, Framing, Held, RequestBody, SendError,
 };
 use super::headers::{self, ClientAddr, X_REQUEST_ID};
 use crate::backend::balance::{Balance, RequestKey};
@@ -42,9 +43,9 @@ struct Failure {
 enum FailureKind {
     Connect(ConnectError),
     /// The connection broke before a response arrived.
-    Broken(hyper::Error),
+    Broken(SendError),
     /// The upstream answered with something that is not HTTP.
-    BadResponse(hyper::Error),
+    BadResponse(client::HeadError),
     /// The client's body broke off or was malformed while streaming upstream.
     ClientBody(hyper::Error),
     /// The client's streamed body passed the route's `max_body`.
@@ -59,9 +60,7 @@ impl FailureKind {
             FailureKind::Connect(ConnectError::Io(source)) => {
                 GatewayError::UpstreamConnect { backend, source }
             }
-            FailureKind::Connect(ConnectError::Handshake(source)) | FailureKind::Broken(source) => {
-                GatewayError::UpstreamReset { backend, source }
-            }
+            FailureKind::Broken(source) => GatewayError::UpstreamReset { backend, source },
             FailureKind::BadResponse(source) => GatewayError::BadResponse { backend, source },
             FailureKind::ClientBody(source) => GatewayError::ClientBody { backend, source },
             FailureKind::TooLarge => GatewayError::BodyTooLarge { backend },
@@ -338,7 +337,7 @@ fn observe(
 
 /// A response head and what must live as long as its body.
 struct Exchange {
-    response: Response<Incoming>,
+    response: Response<Framing>,
     connection: Connection,
     in_flight: Option<InFlight>,
 }
@@ -361,24 +360,20 @@ async fn attempt(
         }
     };
     let reused = connection.reused;
-    match connection.sender().try_send_request(request).await {
+    match connection.send(request).await {
         Ok(response) => Ok(Exchange {
             response,
             connection,
             in_flight,
         }),
-        Err(mut error) => {
-            let unsent = error.take_message();
-            let error = error.into_error();
-            let body_error = std::error::Error::source(&error)
-                .and_then(|source| source.downcast_ref::<RequestBodyError>());
-            let kind = match body_error {
-                Some(RequestBodyError::TooLarge) => FailureKind::TooLarge,
-                Some(RequestBodyError::Client(_)) => FailureKind::ClientBody(error),
-                None if error.is_parse() || error.is_parse_status() => {
-                    FailureKind::BadResponse(error)
+        Err(Failed { error, unsent }) => {
+            let kind = match error {
+                SendError::TooLarge => FailureKind::TooLarge,
+                SendError::ClientBody(error) => FailureKind::ClientBody(error),
+                SendError::Head(error) => FailureKind::BadResponse(error),
+                error @ (SendError::Write(_) | SendError::Read(_) | SendError::Closed) => {
+                    FailureKind::Broken(error)
                 }
-                None => FailureKind::Broken(error),
             };
             Err(Failure {
                 kind,
@@ -473,20 +468,16 @@ fn into_client_response(
         connection,
         in_flight,
     } = exchange;
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, framing) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id);
+    let held = Held {
+        in_flight,
+        admission,
+    };
     Response::from_parts(
         parts,
-        ResponseBody::Upstream(PooledBody::new(
-            body,
-            connection,
-            Held {
-                in_flight,
-                admission,
-            },
-            route.idle_timeout,
-        )),
+        client::response_body(framing, connection, held, route.idle_timeout),
     )
 }
 
@@ -504,30 +495,28 @@ fn tunnel(
     request_id: HeaderValue,
 ) -> Response<ResponseBody> {
     let Exchange {
-        mut response,
+        response,
         connection,
         in_flight,
     } = exchange;
-    let upstream_upgrade = hyper::upgrade::on(&mut response);
     let held = Held {
         in_flight,
         admission,
     };
+    let (mut upstream, early) = connection.into_io();
     tokio::spawn(async move {
         let _held = held;
-        // Until the upstream side is handed over, its connection task must
-        // not see the request sender gone.
-        let upgraded = tokio::try_join!(client_upgrade, upstream_upgrade);
-        drop(connection);
-        match upgraded {
-            Ok((client, upstream)) => {
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                {
-                    debug!(%error, "tunnel ended with an error");
-                }
-            }
-            Err(error) => debug!(%error, "protocol switch failed"),
+        let mut client = match client_upgrade.await {
+            Ok(client) => TokioIo::new(client),
+            Err(error) => return debug!(%error, "protocol switch failed"),
+        };
+        // Bytes the upstream sent right behind its 101 belong to the new protocol.
+        let relayed = match client.write_all(&early).await {
+            Ok(()) => tokio::io::copy_bidirectional(&mut client, &mut upstream).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = relayed {
+            debug!(%error, "tunnel ended with an error");
         }
     });
     let (mut parts, _empty) = response.into_parts();

@@ -1,4 +1,10 @@
-//! Pooled HTTP/1.1 connections to upstream endpoints.
+//! The upstream leg: pooled HTTP/1.1 connections to upstream endpoints, and
+//! the exchange of one request and response over them.
+//!
+//! rgate speaks HTTP/1.1 to upstreams itself (the [`codec`] module) instead of
+//! through a general-purpose client: an exchange runs inside the request's
+//! own task, with no channel to a per-connection task and no wake-ups between
+//! the two, and a small response arrives with its head already read in full.
 //!
 //! Each worker thread keeps its own pool (a thread-local), so checking a
 //! connection out or in takes no lock and no atomic shared with other workers.
@@ -8,21 +14,26 @@
 //! address, so a change in a backend's membership never touches connections
 //! to other containers.
 
+mod body;
+mod codec;
+mod exchange;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tracing::debug;
+
+pub use self::body::{response_body, BodyError, PooledBody};
+pub use self::codec::{BodyFramingError, HeadError};
+pub use self::exchange::{Failed, Framing, SendError};
 
 use crate::backend::endpoint::InFlight;
 use crate::backend::Admission;
@@ -34,6 +45,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// How often each worker drops closed and expired idle connections.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Room made in a connection's read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The request body sent upstream: the client's body streamed through (with
 /// the bytes it may still send under the route's `max_body`), or one held in
@@ -100,10 +113,16 @@ impl Body for RequestBody {
     }
 }
 
-/// A connection checked out of the pool (or freshly opened).
+/// A connection to an upstream endpoint, checked out of the pool (or freshly
+/// opened). Its buffers live as long as it does, so an exchange on a pooled
+/// connection allocates nothing for its head.
 #[derive(Debug)]
 pub struct Connection {
-    sender: http1::SendRequest<RequestBody>,
+    stream: TcpStream,
+    /// Bytes read from the upstream and not consumed yet.
+    read_buf: BytesMut,
+    /// The request head (and a small in-memory body) being written.
+    write_buf: Vec<u8>,
     addr: SocketAddr,
     /// True when it came from the pool: it may have been closed by the
     /// upstream while idle, which makes a failure on it worth one retry.
@@ -111,8 +130,34 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn sender(&mut self) -> &mut http1::SendRequest<RequestBody> {
-        &mut self.sender
+    fn new(stream: TcpStream, addr: SocketAddr) -> Self {
+        Self {
+            stream,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            write_buf: Vec::with_capacity(1024),
+            addr,
+            reused: false,
+        }
+    }
+
+    /// Whether an idle connection can carry a request: the upstream has
+    /// neither closed it nor sent anything unasked. Reads the readiness the
+    /// runtime already has; a syscall only when the socket looks readable.
+    fn is_usable(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Ok(())) => matches!(
+                self.stream.try_read(&mut [0; 1]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock
+            ),
+            Poll::Ready(Err(_)) => false,
+        }
+    }
+
+    /// The raw stream and any bytes already read from it, for a tunnel.
+    pub fn into_io(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.read_buf)
     }
 }
 
@@ -120,16 +165,14 @@ impl Connection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("connect: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[from] io::Error),
     #[error("connect timed out")]
     Timeout,
-    #[error("handshake: {0}")]
-    Handshake(#[from] hyper::Error),
 }
 
 #[derive(Debug)]
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    connection: Connection,
     since: Instant,
 }
 
@@ -146,18 +189,21 @@ fn take_idle(addr: SocketAddr) -> Option<Idle> {
     POOL.with(|pool| pool.borrow_mut().idle.get_mut(&addr).and_then(Vec::pop))
 }
 
-/// Returns a connection to this thread's pool, if it is still usable.
-fn check_in(connection: Connection) {
-    if connection.sender.is_closed() {
+/// Returns a connection whose exchange is complete to this thread's pool, if
+/// the upstream left it fit for another one.
+fn check_in(mut connection: Connection) {
+    // Bytes after the response's end: the upstream is out of step.
+    if !connection.read_buf.is_empty() {
         return;
     }
+    connection.reused = true;
     // try_with: during thread teardown the pool may already be gone.
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         let idle = pool.idle.entry(connection.addr).or_default();
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push(Idle {
-                sender: connection.sender,
+                connection,
                 since: Instant::now(),
             });
         }
@@ -177,54 +223,29 @@ pub async fn sweep_idle_connections() {
         tick.tick().await;
         POOL.with(|pool| {
             pool.borrow_mut().idle.retain(|_, idle| {
-                idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
+                idle.retain(|c| c.since.elapsed() < IDLE_TIMEOUT && c.connection.is_usable());
                 !idle.is_empty()
             });
         });
     }
 }
 
-/// A ready connection to `addr`: a pooled one if any is alive, else a new one.
+/// A connection to `addr`: a pooled one if any is alive, else a new one.
 pub async fn checkout(
     addr: SocketAddr,
     connect_timeout: Duration,
 ) -> Result<Connection, ConnectError> {
-    while let Some(mut idle) = take_idle(addr) {
-        if idle.since.elapsed() >= IDLE_TIMEOUT || idle.sender.is_closed() {
-            continue;
-        }
-        // The previous exchange may still be winding down; ready() waits for
-        // that and fails if the upstream has closed the connection meanwhile.
-        if idle.sender.ready().await.is_ok() {
-            return Ok(Connection {
-                sender: idle.sender,
-                addr,
-                reused: true,
-            });
+    while let Some(idle) = take_idle(addr) {
+        if idle.since.elapsed() < IDLE_TIMEOUT && idle.connection.is_usable() {
+            return Ok(idle.connection);
         }
     }
-    connect(addr, connect_timeout).await
-}
-
-async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Connection, ConnectError> {
     let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout)??;
     // Small request/response exchanges must not wait for Nagle.
     stream.set_nodelay(true)?;
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            debug!(%addr, %error, "upstream connection ended");
-        }
-    });
-    Ok(Connection {
-        sender,
-        addr,
-        reused: false,
-    })
+    Ok(Connection::new(stream, addr))
 }
 
 /// What an exchange counts against until its response body ends.
@@ -234,106 +255,4 @@ pub struct Held {
     pub in_flight: Option<InFlight>,
     /// A slot in the backend's bulkhead (max_in_flight).
     pub admission: Option<Admission>,
-}
-
-/// Why a response body stopped before its end.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error(transparent)]
-    Upstream(#[from] hyper::Error),
-    #[error("the upstream response body stalled for more than {0:?}")]
-    IdleTimeout(Duration),
-}
-
-/// An upstream response body that gives its connection back to the pool once
-/// read to the end, and gives up on an upstream that stalls mid-body.
-#[derive(Debug)]
-pub struct PooledBody {
-    inner: Incoming,
-    connection: Option<Connection>,
-    /// Counters the exchange occupies until its body ends.
-    _held: Held,
-    idle_timeout: Duration,
-    /// Armed on the first stall only: bodies that never wait pay nothing.
-    idle: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl PooledBody {
-    pub fn new(
-        inner: Incoming,
-        connection: Connection,
-        held: Held,
-        idle_timeout: Duration,
-    ) -> Self {
-        Self {
-            inner,
-            connection: Some(connection),
-            _held: held,
-            idle_timeout,
-            idle: None,
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                if let Some(connection) = this.connection.take() {
-                    check_in(connection);
-                }
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(idle) = &mut this.idle {
-                    idle.as_mut()
-                        .reset(tokio::time::Instant::now() + this.idle_timeout);
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            // A broken body means a broken connection: never pool it.
-            Poll::Ready(Some(Err(error))) => {
-                this.connection = None;
-                Poll::Ready(Some(Err(error.into())))
-            }
-            Poll::Pending => {
-                let timeout = this.idle_timeout;
-                let idle = this
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if idle.as_mut().poll(cx).is_ready() {
-                    this.connection = None;
-                    return Poll::Ready(Some(Err(BodyError::IdleTimeout(timeout))));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // The server may skip polling a body it knows is empty (e.g. a 204, or
-        // Content-Length: 0): such a connection is still clean and reusable.
-        if let Some(connection) = self.connection.take() {
-            if self.inner.is_end_stream() {
-                check_in(connection);
-            }
-        }
-    }
 }

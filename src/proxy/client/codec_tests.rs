@@ -1,0 +1,220 @@
+use super::*;
+
+fn head(raw: &str, method: &Method) -> Result<Option<ResponseHead>, HeadError> {
+    let mut buf = BytesMut::from(raw);
+    parse_response_head(&mut buf, method)
+}
+
+fn framing(raw: &str) -> (ResponseFraming, bool) {
+    let head = head(raw, &Method::GET).unwrap().unwrap();
+    (head.framing, head.keep_alive)
+}
+
+#[test]
+fn request_head_has_rgates_framing_only() {
+    let mut request = http::Request::post("http://x/a/b?q=1")
+        .header("host", "x")
+        .header("content-length", "99")
+        .header("transfer-encoding", "chunked")
+        .body(())
+        .unwrap();
+    *request.uri_mut() = "/a/b?q=1".parse().unwrap();
+    let (parts, ()) = request.into_parts();
+    let mut out = Vec::new();
+    encode_request_head(&parts, RequestFraming::Length(12), &mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "POST /a/b?q=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 12\r\n\r\n"
+    );
+    let mut out = Vec::new();
+    encode_request_head(&parts, RequestFraming::Chunked, &mut out);
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .ends_with("host: x\r\ntransfer-encoding: chunked\r\n\r\n"));
+    let mut out = Vec::new();
+    encode_chunk_size(300, &mut out);
+    assert_eq!(out, b"12C\r\n");
+}
+
+#[test]
+fn response_head_is_parsed_and_removed_from_the_buffer() {
+    let mut buf = BytesMut::from(
+        "HTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 5\r\n\r\nhelloNEXT",
+    );
+    let head = parse_response_head(&mut buf, &Method::GET)
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.status, StatusCode::CREATED);
+    assert_eq!(head.version, Version::HTTP_11);
+    let values: Vec<_> = head.headers.get_all("x-a").iter().collect();
+    assert_eq!(values, ["1", "2"]);
+    assert_eq!(head.framing, ResponseFraming::Length(5));
+    assert!(head.keep_alive);
+    assert_eq!(&buf[..], b"helloNEXT");
+}
+
+#[test]
+fn partial_heads_wait_for_more_and_oversized_ones_fail() {
+    assert!(head("HTTP/1.1 200 OK\r\nContent-Le", &Method::GET)
+        .unwrap()
+        .is_none());
+    let huge = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD_SIZE));
+    assert!(matches!(
+        head(&huge, &Method::GET),
+        Err(HeadError::TooLarge)
+    ));
+    assert!(matches!(
+        head("HTTP/1.1 2x0 OK\r\n\r\n", &Method::GET),
+        Err(HeadError::Syntax(_))
+    ));
+    assert!(matches!(
+        head("HTTP/1.1 099 OK\r\n\r\n", &Method::GET),
+        Err(HeadError::Status)
+    ));
+    assert!(matches!(
+        head("NOTHTTP\r\n\r\n", &Method::GET),
+        Err(HeadError::Syntax(_))
+    ));
+}
+
+#[test]
+fn body_framing_follows_rfc_9112() {
+    assert_eq!(
+        framing("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        (ResponseFraming::Empty, true)
+    );
+    assert_eq!(
+        framing("HTTP/1.1 204 No Content\r\n\r\n"),
+        (ResponseFraming::Empty, true)
+    );
+    assert_eq!(
+        framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n"),
+        (ResponseFraming::Empty, true)
+    );
+    let head_request = head(
+        "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+        &Method::HEAD,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(head_request.framing, ResponseFraming::Empty);
+    assert_eq!(
+        framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+        (ResponseFraming::Chunked, true)
+    );
+    assert_eq!(
+        framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+        (ResponseFraming::UntilClose, false)
+    );
+    // A length beside a coding: the coding wins, and the connection is not reused.
+    assert_eq!(
+        framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        (ResponseFraming::Chunked, false)
+    );
+    assert_eq!(
+        framing("HTTP/1.1 200 OK\r\n\r\n"),
+        (ResponseFraming::UntilClose, false)
+    );
+    assert_eq!(
+        framing("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n"),
+        (ResponseFraming::Length(2), false)
+    );
+    assert_eq!(
+        framing("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n"),
+        (ResponseFraming::Length(2), false)
+    );
+    assert_eq!(
+        framing("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\n"),
+        (ResponseFraming::Length(2), true)
+    );
+    assert_eq!(
+        framing("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n"),
+        (ResponseFraming::Length(7), true)
+    );
+}
+
+#[test]
+fn conflicting_or_malformed_lengths_are_refused() {
+    for bad in [
+        "5, 6",
+        "-1",
+        "+5",
+        "",
+        "0x10",
+        "99999999999999999999",
+        "5 5",
+    ] {
+        let raw = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n");
+        assert!(
+            matches!(head(&raw, &Method::GET), Err(HeadError::ContentLength)),
+            "{bad:?}"
+        );
+    }
+    let twice = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+    assert!(matches!(
+        head(twice, &Method::GET),
+        Err(HeadError::ContentLength)
+    ));
+}
+
+fn decode_all(wire: &[u8], split: usize) -> Result<(Vec<u8>, BytesMut), BodyFramingError> {
+    let mut decoder = ChunkedDecoder::Size;
+    let mut buf = BytesMut::new();
+    let mut body = Vec::new();
+    for piece in wire.chunks(split) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.decode(&mut buf)? {
+                Decoded::Data(data) => body.extend_from_slice(&data),
+                Decoded::End => return Ok((body, buf)),
+                Decoded::Incomplete => break,
+            }
+        }
+    }
+    Ok((body, buf))
+}
+
+#[test]
+fn chunked_bodies_decode_across_any_split() {
+    let wire =
+        b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+    for split in 1..wire.len() {
+        let (body, rest) = decode_all(wire, split).unwrap();
+        assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz", "split {split}");
+        // What follows the body stays for the next response.
+        assert!(b"NEXT".starts_with(&rest), "split {split}");
+    }
+}
+
+#[test]
+fn malformed_chunked_bodies_are_errors() {
+    assert!(matches!(
+        decode_all(b"zz\r\n", 64),
+        Err(BodyFramingError::ChunkSize)
+    ));
+    assert!(matches!(
+        decode_all(b"\r\n", 64),
+        Err(BodyFramingError::ChunkSize)
+    ));
+    assert!(matches!(
+        decode_all(b"11111111111111111\r\n", 64),
+        Err(BodyFramingError::ChunkSize)
+    ));
+    assert!(matches!(
+        decode_all(b"5 x\r\nhello\r\n", 64),
+        Err(BodyFramingError::ChunkSize)
+    ));
+    assert!(matches!(
+        decode_all(b"5\nhello\r\n", 64),
+        Err(BodyFramingError::ChunkSize)
+    ));
+    assert!(matches!(
+        decode_all(b"2\r\nhello\r\n", 64),
+        Err(BodyFramingError::ChunkEnd)
+    ));
+    let endless = vec![b'a'; MAX_HEAD_SIZE + 1];
+    assert!(matches!(
+        decode_all(&endless, 4096),
+        Err(BodyFramingError::ChunkSize)
+    ));
+}
