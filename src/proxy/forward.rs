@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -20,7 +20,7 @@ use tracing::debug;
 use super::client::{
     self, ConnectError, Connection, Failed, Framing, Held, RequestBody, SendError,
 };
-use super::headers::{self, ClientAddr, X_REQUEST_ID};
+use super::headers::{self, ClientAddr, Forwarded, X_REQUEST_ID};
 use crate::backend::balance::{Balance, RequestKey};
 use crate::backend::breaker::CircuitOpen;
 use crate::backend::endpoint::{Endpoint, InFlight};
@@ -34,8 +34,9 @@ use crate::router::Route;
 /// Why one attempt failed, and whether the request can still be sent.
 struct Failure {
     kind: FailureKind,
-    /// The request, when it never left rgate: safe to send elsewhere whatever its method.
-    unsent: Option<Request<RequestBody>>,
+    /// The request's body, when the request never left rgate: safe to send
+    /// elsewhere whatever its method.
+    unsent: Option<RequestBody>,
     /// Whether the failed connection came from the pool (possibly stale).
     reused: bool,
 }
@@ -153,13 +154,12 @@ async fn relay(
         .then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let request_id = headers::request_id(&parts.headers);
-    prepare_upstream_request(
-        &mut parts,
+    let host = prepare_upstream_request(&mut parts, normalized_path, client_upgrade.is_some());
+    let forwarded = Forwarded {
         client,
-        normalized_path,
-        &request_id,
-        client_upgrade.is_some(),
-    );
+        host: host.as_ref(),
+        request_id: &request_id,
+    };
 
     let policy = &route.retry;
     policy.budget.earn();
@@ -199,7 +199,8 @@ async fn relay(
     let (body, replay_body) = match (repeatable, body.is_end_stream(), small) {
         (true, true, _) => (RequestBody::Full(None), Some(None)),
         (true, false, true) => {
-            let bytes = match timeout_at(deadline, body.collect()).await {
+            // Boxed: only requests with a small body to keep pay for its space.
+            let bytes = match Box::pin(timeout_at(deadline, body.collect())).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
                 Ok(Err(source)) => {
                     return Err(GatewayError::ClientBody {
@@ -217,22 +218,17 @@ async fn relay(
         }
         (false, _, _) | (true, false, false) => (RequestBody::Incoming(body, max_body), None),
     };
-    let replay = replay_body.map(|bytes| {
-        request_with(
-            &parts.method,
-            &parts.uri,
-            parts.version,
-            &parts.headers,
-            bytes,
-        )
-    });
-    let mut request = Request::from_parts(parts, body);
+    let mut body = body;
     let mut tries = 1;
     loop {
         let probe = backend
             .breaker
             .is_some_and(|breaker| breaker.on_send(&endpoint.breaker, now_millis()));
-        let outcome = timeout_at(deadline, attempt(backend, &endpoint, track, request)).await;
+        let outcome = timeout_at(
+            deadline,
+            attempt(backend, &endpoint, track, &parts, &forwarded, body),
+        )
+        .await;
         observe(backend, &endpoint, probe, &outcome);
         // What to answer if there is no retry, and what a retry would send.
         let (last, next, reused, free) = match outcome {
@@ -244,7 +240,7 @@ async fn relay(
             }
             Ok(Ok(exchange)) => {
                 let retry = policy.on_status.contains(&exchange.response.status());
-                let next = retry.then(|| replay.as_ref().map(copy_request)).flatten();
+                let next = retry.then(|| replay(&replay_body)).flatten();
                 (Last::Answer(exchange), next, false, false)
             }
             Ok(Err(failure)) => match failure.unsent {
@@ -257,19 +253,19 @@ async fn relay(
                 ),
                 None => {
                     let retry = policy.on_reset && matches!(failure.kind, FailureKind::Broken(_));
-                    let next = retry.then(|| replay.as_ref().map(copy_request)).flatten();
+                    let next = retry.then(|| replay(&replay_body)).flatten();
                     (Last::Failed(failure.kind), next, failure.reused, false)
                 }
             },
         };
         let target = match &next {
-            Some(next) if tries < policy.attempts => {
+            Some(_) if tries < policy.attempts => {
                 // A different endpoint when there is one; the same one only when
                 // the failure was a pooled connection the upstream had closed.
                 let endpoints = backend.endpoints();
                 let key = RequestKey {
                     client_ip: client.ip,
-                    headers: next.headers(),
+                    headers: &parts.headers,
                 };
                 backend
                     .balancer
@@ -280,7 +276,7 @@ async fn relay(
         };
         match (next, target) {
             (Some(next), Some(target)) if free || policy.budget.spend() => {
-                request = next;
+                body = next;
                 endpoint = target;
                 tries += 1;
             }
@@ -346,7 +342,9 @@ async fn attempt(
     backend: &Backend,
     endpoint: &Arc<Endpoint>,
     track: bool,
-    request: Request<RequestBody>,
+    head: &http::request::Parts,
+    forwarded: &Forwarded<'_>,
+    body: RequestBody,
 ) -> Result<Exchange, Failure> {
     let in_flight = track.then(|| endpoint.start_request());
     let mut connection = match client::checkout(endpoint.addr, backend.connect_timeout).await {
@@ -354,13 +352,13 @@ async fn attempt(
         Err(error) => {
             return Err(Failure {
                 kind: FailureKind::Connect(error),
-                unsent: Some(request),
+                unsent: Some(body),
                 reused: false,
             })
         }
     };
     let reused = connection.reused;
-    match connection.send(request).await {
+    match connection.send(head, forwarded, body).await {
         Ok(response) => Ok(Exchange {
             response,
             connection,
@@ -385,15 +383,13 @@ async fn attempt(
 }
 
 /// Turns the client's request head into the upstream's, in place (no copy of
-/// the header map): origin-form URI with the normalised path, HTTP/1.1,
-/// hop-by-hop headers removed, forwarding headers and the request id set.
+/// the header map): origin-form URI with the normalised path, HTTP/1.1, a
+/// Host, hop-by-hop headers removed. Returns the Host, for `X-Forwarded-Host`.
 fn prepare_upstream_request(
     parts: &mut http::request::Parts,
-    client: &ClientAddr,
     normalized_path: Option<&str>,
-    request_id: &HeaderValue,
     upgrade: bool,
-) {
+) -> Option<HeaderValue> {
     let needs_rewrite = normalized_path.is_some() || parts.uri.scheme().is_some();
     let authority = parts.uri.authority().cloned();
     if needs_rewrite {
@@ -421,40 +417,14 @@ fn prepare_upstream_request(
                 parts.headers.insert(header::HOST, host.clone());
             }),
     };
-    headers::set_forwarded(&mut parts.headers, client, host);
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
     parts.version = Version::HTTP_11;
+    host
 }
 
-/// A request with the given head and an in-memory body: replays are built
-/// from these (the bytes are shared, not copied).
-fn request_with(
-    method: &Method,
-    uri: &Uri,
-    version: Version,
-    headers: &http::HeaderMap,
-    body: Option<Bytes>,
-) -> Request<Option<Bytes>> {
-    let mut copy = Request::new(body);
-    *copy.method_mut() = method.clone();
-    *copy.uri_mut() = uri.clone();
-    *copy.version_mut() = version;
-    *copy.headers_mut() = headers.clone();
-    copy
-}
-
-/// A fresh request to send from a replay template.
-fn copy_request(template: &Request<Option<Bytes>>) -> Request<RequestBody> {
-    request_with(
-        template.method(),
-        template.uri(),
-        template.version(),
-        template.headers(),
-        template.body().clone(),
-    )
-    .map(RequestBody::Full)
+/// The body to send again on a retry: `None` when the request keeps no
+/// replay (its body streamed through, or it is not safe to repeat).
+fn replay(kept: &Option<Option<Bytes>>) -> Option<RequestBody> {
+    kept.as_ref().map(|bytes| RequestBody::Full(bytes.clone()))
 }
 
 fn into_client_response(

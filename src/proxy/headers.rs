@@ -1,7 +1,7 @@
 //! Header rules between client and upstream: hop-by-hop removal (RFC 9110
 //! §7.6.1), `X-Forwarded-*`, and request ids.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
@@ -37,6 +37,11 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names present (comparing
+    // standard names is an integer compare) instead of nine hash lookups.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
+        return;
+    }
     if let Some(connection) = headers.get(header::CONNECTION) {
         // Rare: only an explicit `Connection: foo` costs an allocation.
         let named: Vec<HeaderName> = connection
@@ -106,30 +111,45 @@ impl ClientAddr {
     }
 }
 
-/// Sets `X-Forwarded-For` (appended), `-Proto` and `-Host` (overwritten: the
-/// client's own claims about them are not trusted).
-pub(crate) fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: &ClientAddr,
-    host: Option<HeaderValue>,
-) {
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        None => client.header.clone(),
-        Some(previous) => {
-            let mut joined = BytesMut::with_capacity(previous.len() + 2 + client.header.len());
-            joined.put_slice(previous.as_bytes());
-            joined.put_slice(b", ");
-            joined.put_slice(client.header.as_bytes());
-            HeaderValue::from_maybe_shared(joined.freeze())
-                .unwrap_or_else(|_| client.header.clone())
+/// The fields rgate adds to every upstream request: `X-Forwarded-For`
+/// (appended to the client's), `-Proto`, `-Host` and `X-Request-Id` (the
+/// client's own claims about these are replaced). The upstream encoder writes
+/// them straight after the client's fields, so the request's header map is
+/// never grown for them.
+#[derive(Debug)]
+pub(crate) struct Forwarded<'a> {
+    pub(crate) client: &'a ClientAddr,
+    pub(crate) host: Option<&'a HeaderValue>,
+    pub(crate) request_id: &'a HeaderValue,
+}
+
+impl Forwarded<'_> {
+    /// Whether a client field is left out because rgate writes its own.
+    pub(crate) fn replaces(name: &HeaderName) -> bool {
+        name == X_FORWARDED_FOR
+            || name == X_FORWARDED_PROTO
+            || name == X_FORWARDED_HOST
+            || name == X_REQUEST_ID
+    }
+
+    /// Appends the fields in HTTP/1.1 form; `headers` are the client's.
+    pub(crate) fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for previous in headers.get_all(&X_FORWARDED_FOR) {
+            out.extend_from_slice(previous.as_bytes());
+            out.extend_from_slice(b", ");
         }
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
-    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
-    match host {
-        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
-        None => headers.remove(&X_FORWARDED_HOST),
-    };
+        out.extend_from_slice(self.client.header.as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(self.client.proto.as_bytes());
+        if let Some(host) = self.host {
+            out.extend_from_slice(b"\r\nx-forwarded-host: ");
+            out.extend_from_slice(host.as_bytes());
+        }
+        out.extend_from_slice(b"\r\nx-request-id: ");
+        out.extend_from_slice(self.request_id.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// The request id: the client's own if it is a sane token, else a fresh one.
@@ -221,36 +241,47 @@ mod tests {
         assert_eq!(headers["sec-websocket-key"], "k");
     }
 
-    #[test]
-    fn forwarded_for_appends_and_proto_host_overwrite() {
-        let client = ClientAddr::new("127.0.0.9:5555".parse().unwrap(), Scheme::Http);
-        let mut headers = HeaderMap::new();
-        set_forwarded(
-            &mut headers,
-            &client,
-            Some(HeaderValue::from_static("example.com")),
-        );
-        assert_eq!(headers["x-forwarded-for"], "127.0.0.9");
-        assert_eq!(headers["x-forwarded-proto"], "http");
-        assert_eq!(headers["x-forwarded-host"], "example.com");
-
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        headers.insert("x-forwarded-host", HeaderValue::from_static("spoofed"));
-        set_forwarded(&mut headers, &client, None);
-        assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 127.0.0.9");
-        assert_eq!(headers["x-forwarded-proto"], "http");
-        assert!(!headers.contains_key("x-forwarded-host"));
+    fn forwarded(headers: &HeaderMap, scheme: Scheme, host: Option<&HeaderValue>) -> String {
+        let client = ClientAddr::new("127.0.0.9:5555".parse().unwrap(), scheme);
+        let id = HeaderValue::from_static("id-1");
+        let mut out = Vec::new();
+        Forwarded {
+            client: &client,
+            host,
+            request_id: &id,
+        }
+        .write(headers, &mut out);
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
-    fn forwarded_proto_follows_the_connection_scheme() {
-        let client = ClientAddr::new("127.0.0.9:5555".parse().unwrap(), Scheme::Https);
+    fn forwarded_for_appends_and_proto_host_id_are_rgates() {
+        let host = HeaderValue::from_static("example.com");
+        assert_eq!(
+            forwarded(&HeaderMap::new(), Scheme::Http, Some(&host)),
+            "x-forwarded-for: 127.0.0.9\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: example.com\r\nx-request-id: id-1\r\n"
+        );
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        set_forwarded(&mut headers, &client, None);
-        assert_eq!(headers["x-forwarded-proto"], "https");
+        headers.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        assert_eq!(
+            forwarded(&headers, Scheme::Https, None),
+            "x-forwarded-for: 203.0.113.7, 198.51.100.1, 127.0.0.9\r\n\
+             x-forwarded-proto: https\r\nx-request-id: id-1\r\n"
+        );
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-request-id",
+        ] {
+            assert!(
+                Forwarded::replaces(&HeaderName::from_static(name)),
+                "{name}"
+            );
+        }
+        assert!(!Forwarded::replaces(&header::HOST));
     }
 
     #[test]

@@ -5,6 +5,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::proxy::headers::Forwarded;
+
 /// Most header fields accepted in a response head (as hyper's default).
 pub(super) const MAX_HEADERS: usize = 100;
 /// Largest response head accepted, and largest chunk-size or trailer line.
@@ -21,11 +23,15 @@ pub(super) enum RequestFraming {
     Chunked,
 }
 
-/// Appends the request head to `out`. The framing fields are rgate's to
+/// Appends the request head to `out`: the client's fields, then rgate's
+/// forwarding fields, then the framing. The framing fields are rgate's to
 /// write: any `Content-Length` or `Transfer-Encoding` in `head` is replaced by
-/// what `framing` says, so the upstream can never read two lengths.
+/// what `framing` says, so the upstream can never read two lengths. `Expect`
+/// is left out: a 100-continue handshake is between the client and rgate
+/// (hyper answers it), and the upstream simply gets the body.
 pub(super) fn encode_request_head(
     head: &http::request::Parts,
+    forwarded: &Forwarded<'_>,
     framing: RequestFraming,
     out: &mut Vec<u8>,
 ) {
@@ -39,7 +45,11 @@ pub(super) fn encode_request_head(
     out.extend_from_slice(target.unwrap_or("/").as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &head.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+            || Forwarded::replaces(name)
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -47,6 +57,7 @@ pub(super) fn encode_request_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    forwarded.write(&head.headers, out);
     match framing {
         RequestFraming::Empty => {}
         RequestFraming::Length(length) => {

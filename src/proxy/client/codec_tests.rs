@@ -1,4 +1,5 @@
 use super::*;
+use crate::proxy::headers::{ClientAddr, Scheme};
 
 fn head(raw: &str, method: &Method) -> Result<Option<ResponseHead>, HeadError> {
     let mut buf = BytesMut::from(raw);
@@ -11,26 +12,45 @@ fn framing(raw: &str) -> (ResponseFraming, bool) {
 }
 
 #[test]
-fn request_head_has_rgates_framing_only() {
-    let mut request = http::Request::post("http://x/a/b?q=1")
+fn request_head_has_rgates_forwarding_and_framing_fields_only() {
+    let mut request = http::Request::post("/a/b?q=1")
         .header("host", "x")
         .header("content-length", "99")
         .header("transfer-encoding", "chunked")
+        .header("expect", "100-continue")
+        .header("x-request-id", "client-claim")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-for", "192.0.2.1")
+        .header("accept", "*/*")
         .body(())
         .unwrap();
     *request.uri_mut() = "/a/b?q=1".parse().unwrap();
     let (parts, ()) = request.into_parts();
+    let client = ClientAddr::new("127.0.0.2:1000".parse().unwrap(), Scheme::Http);
+    let id = HeaderValue::from_static("id-9");
+    let forwarded = Forwarded {
+        client: &client,
+        host: None,
+        request_id: &id,
+    };
     let mut out = Vec::new();
-    encode_request_head(&parts, RequestFraming::Length(12), &mut out);
+    encode_request_head(&parts, &forwarded, RequestFraming::Length(12), &mut out);
     assert_eq!(
         String::from_utf8(out).unwrap(),
-        "POST /a/b?q=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 12\r\n\r\n"
+        "POST /a/b?q=1 HTTP/1.1\r\nhost: x\r\naccept: */*\r\n\
+         x-forwarded-for: 192.0.2.1, 127.0.0.2\r\nx-forwarded-proto: http\r\n\
+         x-request-id: id-9\r\ncontent-length: 12\r\n\r\n"
     );
     let mut out = Vec::new();
-    encode_request_head(&parts, RequestFraming::Chunked, &mut out);
+    encode_request_head(&parts, &forwarded, RequestFraming::Chunked, &mut out);
     assert!(String::from_utf8(out)
         .unwrap()
-        .ends_with("host: x\r\ntransfer-encoding: chunked\r\n\r\n"));
+        .ends_with("x-request-id: id-9\r\ntransfer-encoding: chunked\r\n\r\n"));
+    let mut out = Vec::new();
+    encode_request_head(&parts, &forwarded, RequestFraming::Empty, &mut out);
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .ends_with("x-request-id: id-9\r\n\r\n"));
     let mut out = Vec::new();
     encode_chunk_size(300, &mut out);
     assert_eq!(out, b"12C\r\n");

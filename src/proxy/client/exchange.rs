@@ -3,13 +3,14 @@
 use std::io;
 
 use bytes::Buf;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Method, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::codec::{self, HeadError, RequestFraming, ResponseFraming, ResponseHead};
 use super::{Connection, RequestBody, RequestBodyError, READ_CHUNK};
+use crate::proxy::headers::Forwarded;
 
 /// How the response body that follows a head is delimited, and whether the
 /// connection can be pooled once it has been read.
@@ -40,7 +41,7 @@ pub enum SendError {
 #[derive(Debug)]
 pub struct Failed {
     pub error: SendError,
-    pub unsent: Option<Request<RequestBody>>,
+    pub unsent: Option<RequestBody>,
 }
 
 impl From<SendError> for Failed {
@@ -53,35 +54,34 @@ impl From<SendError> for Failed {
 }
 
 impl Connection {
-    /// Sends `request` and reads the response head. The request body is
-    /// streamed as it arrives, while watching for the upstream to answer
-    /// early (it may refuse a body without reading it); an early answer stops
-    /// the upload, and the connection is then not reused.
-    pub async fn send(
+    /// Sends a request and reads the response head. The head is borrowed,
+    /// so a retry can send it again. The body is streamed as it arrives,
+    /// while watching for the upstream to answer early (it may refuse a body
+    /// without reading it); an early answer stops the upload, and the
+    /// connection is then not reused.
+    pub(crate) async fn send(
         &mut self,
-        request: Request<RequestBody>,
+        head: &http::request::Parts,
+        forwarded: &Forwarded<'_>,
+        mut body: RequestBody,
     ) -> Result<Response<Framing>, Failed> {
-        let (mut head, mut body) = request.into_parts();
-        let framing = request_framing(&head, &body);
-        // A 100-continue handshake is between the client and rgate (hyper
-        // answers it); the upstream simply gets the body.
-        head.headers.remove(header::EXPECT);
+        let framing = request_framing(head, &body);
         self.write_buf.clear();
-        codec::encode_request_head(&head, framing, &mut self.write_buf);
+        codec::encode_request_head(head, forwarded, framing, &mut self.write_buf);
         if let RequestBody::Full(Some(bytes)) = &body {
             self.write_buf.extend_from_slice(bytes);
         }
         if let Err((error, sent)) = write_fresh(&mut self.stream, &self.write_buf).await {
-            let unsent = (sent == 0).then(|| Request::from_parts(head, body));
             return Err(Failed {
                 error: SendError::Write(error),
-                unsent,
+                unsent: (sent == 0).then_some(body),
             });
         }
         let mut early = None;
         let mut upload_error = None;
         if matches!(body, RequestBody::Incoming(..)) && !body.is_end_stream() {
-            match self.upload(&mut body, framing, &head.method).await {
+            // Boxed, like connecting: most requests have no body to stream.
+            match Box::pin(self.upload(&mut body, framing, &head.method)).await {
                 Ok(Upload::Complete) => {}
                 Ok(Upload::Answered(head)) => early = Some(head),
                 Err(UploadError::Write(error)) => upload_error = Some(error),

@@ -240,6 +240,12 @@ pub async fn checkout(
             return Ok(idle.connection);
         }
     }
+    // Boxed: every request's future would otherwise carry the connect
+    // future's space, and copy it around, for what pooling makes rare.
+    Box::pin(connect(addr, connect_timeout)).await
+}
+
+async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Connection, ConnectError> {
     let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout)??;
