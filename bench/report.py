@@ -81,11 +81,11 @@ def main():
     by = {(r["target"], r["round"]): r for r in recs}
     rounds = sorted({r["round"] for r in recs})
 
-    def per_round(t, f):
-        """f(rec_t, rec_direct, rec_nginx) for each round where defined."""
+    def per_round(t, f, ref="nginx"):
+        """f(rec_t, rec_direct, rec_ref) for each round where defined."""
         out = []
         for n in rounds:
-            rt, rd, rn = by.get((t, n)), by.get(("direct", n)), by.get(("nginx", n))
+            rt, rd, rn = by.get((t, n)), by.get(("direct", n)), by.get((ref, n))
             if rt is None:
                 continue
             try:
@@ -130,11 +130,13 @@ def main():
     L.append("")
 
     hdr_lat = f"added p50 / p99 / p99.9 (ms) @ {a.rate} req/s"
+    # nginx doing rgate's per-request header work, when measured: the like-for-like peer.
+    fwd = "nginx-fwd" in targets
     L.append(
-        f"| target | max req/s | ratio vs nginx | CPU µs/req | CPU vs nginx | {hdr_lat} "
-        f"| peak RSS MiB | upstream conns opened (load opened {load_conns}) |"
+        f"| target | max req/s | ratio vs nginx |{' ratio vs nginx-fwd |' if fwd else ''} CPU µs/req "
+        f"| CPU vs nginx | {hdr_lat} | peak RSS MiB | upstream conns opened (load opened {load_conns}) |"
     )
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    L.append(f"|---|---:|---:|{'---:|' if fwd else ''}---:|---:|---:|---:|---:|")
 
     warnings = []
     for t in targets:
@@ -143,6 +145,11 @@ def main():
             continue
         rps = median([r["rps"] for r in rows])
         ratio = median(per_round(t, lambda rt, rd, rn: rt["rps"] / rn["rps"])) if "nginx" in targets else None
+        fwd_ratio = (
+            f" {fmt_ratio(median(per_round(t, lambda rt, rd, rn: rt['rps'] / rn['rps'], 'nginx-fwd')))} |"
+            if fwd
+            else ""
+        )
         cpu = median([r.get("cpu_us_per_req") for r in rows])
         cpu_ratio = (
             median(per_round(t, lambda rt, rd, rn: rt["cpu_us_per_req"] / rn["cpu_us_per_req"]))
@@ -163,7 +170,7 @@ def main():
                 for k in ("lat_p50_ms", "lat_p99_ms", "lat_p999_ms")
             )
         L.append(
-            f"| {t} | {fmt_rps(rps)} | {fmt_ratio(ratio)} | {fmt(cpu)} | {fmt_ratio(cpu_ratio)} "
+            f"| {t} | {fmt_rps(rps)} | {fmt_ratio(ratio)} |{fwd_ratio} {fmt(cpu)} | {fmt_ratio(cpu_ratio)} "
             f"| {lat} | {fmt(rss)} | {fmt(conns, '.0f')} |"
         )
         for r in rows:
@@ -187,7 +194,7 @@ def main():
                 warnings.append(f"- round {r['round']} {t}: " + "; ".join(probs))
     L.append("")
     L.append(
-        "Ratios are medians of per-round ratios (target ÷ nginx in the same round): "
+        "Ratios are medians of per-round ratios (target ÷ nginx, or ÷ nginx-fwd, in the same round): "
         "for req/s higher is better, for CPU lower is better. CPU µs/req = proxy "
         "utime+stime over the measured wrk window ÷ requests completed in it."
     )

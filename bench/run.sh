@@ -20,9 +20,9 @@ DURATION=10          # seconds of each measured run (wrk max-throughput, oha fix
 WARMUP=2             # seconds of wrk warm-up before the measured wrk run
 RATE=5000            # req/s of the fixed-rate (open model) latency run
 CONNS=64             # keep-alive connections of every load run
-ONLY="rgate,nginx,haproxy"
+ONLY="rgate,nginx,haproxy,nginx-fwd,haproxy-fwd"
 UPSTREAM_KIND=stub   # stub = target/release/rgate-upstream; nginx = nginx `return 200`
-BASE_PORT=18380      # ports BASE..BASE+3: upstream, rgate, nginx, haproxy
+BASE_PORT=18380      # ports BASE..BASE+5: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd
 LOAD_CPU=0
 SERVER_CPU=1
 BUILD=1
@@ -39,13 +39,15 @@ Usage: bench/run.sh [options]
   --warmup S         seconds of wrk warm-up per target and round (default 2)
   --rate R           req/s of the fixed-rate latency run (default 5000)
   --connections C    keep-alive connections of every load run (default 64)
-  --only LIST        proxies to measure, comma-separated, from rgate,nginx,haproxy
-                     (default all three; `direct` is always measured: it is the
+  --only LIST        proxies to measure, comma-separated, from rgate, nginx,
+                     haproxy, nginx-fwd, haproxy-fwd (default all; the -fwd
+                     peers also do rgate's per-request header work, see
+                     bench/README.md; `direct` is always measured: it is the
                      baseline for added latency)
   --quick            smoke test: 1 round, 3 s runs, 1 s warm-up
   --upstream KIND    stub (default: target/release/rgate-upstream --fixed-body-size 100)
                      or nginx (nginx `return 200` with a 100-byte JSON body)
-  --base-port P      use 127.0.0.1 ports P..P+3 (default 18380); the script
+  --base-port P      use 127.0.0.1 ports P..P+5 (default 18380); the script
                      refuses to run if one of them is taken
   --load-cpu N       CPU of the load generator (default 0)
   --server-cpu N     CPU of the proxy and the upstream (default 1)
@@ -99,9 +101,9 @@ PROXIES=()
 IFS=',' read -r -a _only <<<"$ONLY"
 for t in "${_only[@]}"; do
     case $t in
-        rgate|nginx|haproxy) [[ " ${PROXIES[*]-} " == *" $t "* ]] || PROXIES+=("$t") ;;
+        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd) [[ " ${PROXIES[*]-} " == *" $t "* ]] || PROXIES+=("$t") ;;
         direct|"") ;;
-        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy; direct is implicit)" ;;
+        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd; direct is implicit)" ;;
     esac
 done
 TARGETS=(direct "${PROXIES[@]}")
@@ -111,6 +113,8 @@ declare -A PORT=(
     [rgate]=$((BASE_PORT + 1))
     [nginx]=$((BASE_PORT + 2))
     [haproxy]=$((BASE_PORT + 3))
+    [nginx-fwd]=$((BASE_PORT + 4))
+    [haproxy-fwd]=$((BASE_PORT + 5))
 )
 
 # ----------------------------------------------------- process bookkeeping --
@@ -165,10 +169,10 @@ command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v wrk >/dev/null || need+=(wrk)
-if [[ " ${PROXIES[*]-} " == *" nginx "* || $UPSTREAM_KIND == nginx ]]; then
+if [[ " ${PROXIES[*]-} " == *" nginx"* || $UPSTREAM_KIND == nginx ]]; then
     command -v nginx >/dev/null || need+=(nginx-light)
 fi
-if [[ " ${PROXIES[*]-} " == *" haproxy "* ]]; then
+if [[ " ${PROXIES[*]-} " == *" haproxy"* ]]; then
     command -v haproxy >/dev/null || need+=(haproxy)
 fi
 if ((${#need[@]})); then install_debian_packages "${need[@]}"; fi
@@ -229,8 +233,10 @@ RAW="$WORK/raw.jsonl"
 : >"$RAW"
 
 render() {
-    # render TEMPLATE OUT LISTEN: substitute @PREFIX@ @LISTEN@ @UPSTREAM@
-    sed -e "s|@PREFIX@|$WORK|g" -e "s|@LISTEN@|$3|g" -e "s|@UPSTREAM@|127.0.0.1:${PORT[upstream]}|g" "$1" >"$2"
+    # render TEMPLATE OUT LISTEN [FORWARDING]: substitute @PREFIX@ @LISTEN@
+    # @UPSTREAM@, and put the FORWARDING file's lines in place of @FORWARDING@.
+    sed -e "s|@PREFIX@|$WORK|g" -e "s|@LISTEN@|$3|g" -e "s|@UPSTREAM@|127.0.0.1:${PORT[upstream]}|g" \
+        -e "/@FORWARDING@/{r ${4:-/dev/null}" -e "d}" "$1" >"$2"
 }
 
 LAST_PID=""
@@ -282,6 +288,11 @@ upstream_accepts() {
     fi
 }
 
+forwarding() {
+    # forwarding TARGET PEER: the file of header directives a -fwd target adds.
+    if [[ $1 == *-fwd ]]; then echo "$BENCH_DIR/forwarding.$2"; fi
+}
+
 start_proxy() {
     # start_proxy TARGET: sets PROXY_PID
     local t=$1 listen="127.0.0.1:${PORT[$1]}"
@@ -292,14 +303,14 @@ start_proxy() {
             start_server rgate "$RGATE_BIN" --port "${PORT[rgate]}" --bind 127.0.0.1 \
                 --config "$WORK/rgate.yml" --workers 1 --log-level warn
             ;;
-        nginx)
+        nginx|nginx-fwd)
             mkdir -p "$WORK/nginx-proxy-body"
-            render "$BENCH_DIR/nginx.conf.tmpl" "$WORK/nginx-proxy.conf" "$listen"
-            start_server nginx nginx -p "$WORK" -e "$WORK/nginx-proxy.error.log" -c "$WORK/nginx-proxy.conf"
+            render "$BENCH_DIR/nginx.conf.tmpl" "$WORK/$t.conf" "$listen" "$(forwarding "$t" nginx)"
+            start_server "$t" nginx -p "$WORK" -e "$WORK/$t.error.log" -c "$WORK/$t.conf"
             ;;
-        haproxy)
-            render "$BENCH_DIR/haproxy.cfg.tmpl" "$WORK/haproxy.cfg" "$listen"
-            start_server haproxy haproxy -db -f "$WORK/haproxy.cfg"
+        haproxy|haproxy-fwd)
+            render "$BENCH_DIR/haproxy.cfg.tmpl" "$WORK/$t.cfg" "$listen" "$(forwarding "$t" haproxy)"
+            start_server "$t" haproxy -db -f "$WORK/$t.cfg"
             ;;
     esac
     PROXY_PID=$LAST_PID
