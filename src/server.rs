@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::observe::stats::StatsShard;
+use crate::proxy::framing::{ConflictingLengths, FramingRecord, Watched};
 use crate::proxy::{client, ConnectionContext, Gateway, Scheme};
 use crate::response::ResponseBody;
 use crate::tls::{self, HANDSHAKE_TIMEOUT};
@@ -213,8 +214,13 @@ impl Worker {
             ));
             let first_request = Arc::new(FirstRequest::default());
             let seen = first_request.clone();
-            let service = service_fn(move |request| {
+            let framing = Arc::new(FramingRecord::default());
+            let record = framing.clone();
+            let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 seen.arrived();
+                if record.next_request_conflicts() {
+                    request.extensions_mut().insert(ConflictingLengths);
+                }
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(Gateway::handle(&ctx, request).await) }
             });
@@ -226,14 +232,17 @@ impl Worker {
             // The handshake runs in the connection's task, never in the accept loop.
             tokio::spawn(async move {
                 let wait = limits.header_read_timeout;
+                let max_line = limits.max_header_size;
                 let served = match tls {
                     None => {
+                        let stream = Watched::new(stream, framing, max_line);
                         serve_stream(&builder, stream, service, &first_request, drain, wait).await
                     }
                     Some(acceptor) => {
                         let Some(stream) = handshake(&acceptor, stream, peer).await else {
                             return;
                         };
+                        let stream = Watched::new(stream, framing, max_line);
                         serve_stream(&builder, stream, service, &first_request, drain, wait).await
                     }
                 };

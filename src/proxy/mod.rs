@@ -15,6 +15,7 @@
 
 pub mod client;
 mod forward;
+pub mod framing;
 pub(crate) mod headers;
 pub mod normalize;
 pub mod validate;

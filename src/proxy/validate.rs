@@ -1,15 +1,16 @@
 //! Framing checks hyper leaves to the application. hyper already refuses a
 //! malformed request line, invalid header bytes, obs-fold, differing
 //! `Content-Length` values and a `Transfer-Encoding` whose last coding is not
-//! `chunked`. A request with both `Content-Length` and `Transfer-Encoding` is
-//! read by the chunked framing alone, its `Content-Length` dropped, and its
-//! connection closed after the answer (RFC 9112 §6.3), so nothing smuggled
-//! behind it is ever read. The rest of the "reject, never guess" rules live
-//! here, so no request whose framing two parsers could read differently
-//! reaches an upstream.
+//! `chunked`. A request with both `Content-Length` and `Transfer-Encoding`
+//! reaches rgate with the length already dropped; the connection's framing
+//! watch ([`super::framing`]) reports it, and it is refused here. The rest of
+//! the "reject, never guess" rules live here too, so no request whose framing
+//! two parsers could read differently reaches an upstream.
 
 use http::header::{self, HeaderMap};
 use http::{Request, Version};
+
+use super::framing::ConflictingLengths;
 
 /// Why a request is refused before routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +26,11 @@ pub enum BadRequest {
     /// path mean one thing to rgate's router and another upstream.
     #[error("backslash in the path")]
     Backslash,
+    /// Both framings at once (RFC 9112 §6.3): hyper reads it chunked, but an
+    /// upstream or a proxy in front could go by the length. A smuggling
+    /// attempt, never a mistake worth serving.
+    #[error("both Content-Length and Transfer-Encoding")]
+    ConflictingLengths,
 }
 
 /// Checks an HTTP/1 request's framing and target. HTTP/2 framing is checked
@@ -35,6 +41,10 @@ pub fn request<B>(request: &Request<B>) -> Result<(), BadRequest> {
     }
     if request.version() >= Version::HTTP_2 {
         return Ok(());
+    }
+    // Seen by the connection's framing watch: hyper has already dropped the length.
+    if request.extensions().get::<ConflictingLengths>().is_some() {
+        return Err(BadRequest::ConflictingLengths);
     }
     let headers = request.headers();
     check_transfer_encoding(headers)?;
