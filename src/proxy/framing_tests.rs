@@ -94,3 +94,53 @@ fn the_record_flags_only_the_conflicting_request() {
     assert!(record.next_request_conflicts());
     assert!(!record.next_request_conflicts());
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    const PIECES: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\n",
+        b"POST /a HTTP/1.1\n",
+        b"CONNECT a:1 HTTP/1.1\r\n",
+        b"PRI * HTTP/2.0\r\n",
+        b"Content-Length: 5\r\n",
+        b"content-length: 18446744073709551615\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Upgrade: x\r\n",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"5\r\n",
+        b"FFFFFFFFFFFFFFFF\r\n",
+        b"0\r\n",
+        b"hello",
+    ];
+
+    /// Streams made of framing-significant pieces and arbitrary bytes.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            select(PIECES).prop_map(<[u8]>::to_vec),
+            prop::collection::vec(any::<u8>(), 0..8),
+        ];
+        prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Client bytes can never make the watch panic (a panic would stop
+        /// the process: release builds abort), and how the bytes are split
+        /// across reads never changes what it finds.
+        #[test]
+        fn any_stream_is_followed_the_same_whatever_the_reads(
+            bytes in stream(),
+            size in 1usize..64,
+        ) {
+            let whole = scan_in_pieces(&bytes, bytes.len().max(1));
+            prop_assert_eq!(scan_in_pieces(&bytes, size), whole);
+        }
+    }
+}

@@ -238,3 +238,53 @@ fn malformed_chunked_bodies_are_errors() {
         Err(BodyFramingError::ChunkSize)
     ));
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    const PIECES: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.0 101 S\r\n",
+        b"Content-Length: 3\r\n",
+        b"Content-Length: 99999999999999999999\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Connection: close\r\n",
+        b"\r\n",
+        b"\n",
+        b"5;x\r\n",
+        b"FFFFFFFFFFFFFFFF\r\n",
+        b"0\r\n",
+        b"hello",
+    ];
+
+    fn wire() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            select(PIECES).prop_map(<[u8]>::to_vec),
+            prop::collection::vec(any::<u8>(), 0..8),
+        ];
+        prop::collection::vec(piece, 0..30).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Upstream bytes can never make rgate panic, whatever their framing.
+        #[test]
+        fn any_upstream_bytes_are_parsed_or_refused(bytes in wire(), size in 1usize..64) {
+            for method in [Method::GET, Method::HEAD] {
+                let mut buf = BytesMut::from(&bytes[..]);
+                if let Ok(Some(_)) = parse_response_head(&mut buf, &method) {
+                    prop_assert!(buf.len() < bytes.len());
+                }
+            }
+            let whole = decode_all(&bytes, bytes.len().max(1)).map(|(body, _)| body).ok();
+            let split = decode_all(&bytes, size).map(|(body, _)| body).ok();
+            if let (Some(whole), Some(split)) = (whole, split) {
+                prop_assert!(whole.starts_with(&split) || split.starts_with(&whole));
+            }
+        }
+    }
+}
