@@ -371,3 +371,38 @@ async fn an_upstream_closing_mid_body_ends_the_response_and_the_next_request_wor
     );
     assert_eq!(fetch(gw.addr, "/x").await.0, 200);
 }
+
+#[tokio::test]
+async fn an_upstream_answering_before_reading_the_body_is_relayed_at_once() {
+    // The upstream answers after the head and closes, as servers refusing an
+    // upload do; the client is still sending its body.
+    let refusing = scripted_upstream(
+        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 7\r\nconnection: close\r\n\r\ntoo big",
+    )
+    .await;
+    let gw = TestGateway::start(&static_config(&[refusing]));
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n")
+        .await
+        .unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let (mut reader, mut writer) = stream.split();
+    let started = Instant::now();
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // Keep uploading (bounded by the body's size and 5 s) until the answer comes.
+    while !String::from_utf8_lossy(&response).contains("too big") {
+        assert!(started.elapsed() < Duration::from_secs(5), "{response:?}");
+        tokio::select! {
+            read = reader.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buffer[..n]),
+            },
+            written = writer.write_all(&chunk) => if written.is_err() { break },
+        }
+    }
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 413 "), "{response:?}");
+    assert!(response.ends_with("too big"), "{response:?}");
+}

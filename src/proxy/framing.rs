@@ -11,12 +11,14 @@
 //! hyper itself ends the HTTP/1 conversation: HTTP/2, an upgrade, CONNECT,
 //! or framing hyper will refuse.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -52,12 +54,25 @@ impl FramingRecord {
 #[derive(Debug, Clone, Copy)]
 pub struct ConflictingLengths;
 
+/// How long a connection closed in the middle of a request body keeps
+/// reading (and discarding) what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// An IO stream whose incoming bytes are watched (see the module docs).
+///
+/// Its shutdown is a lingering close when the client is still sending a
+/// request body (an upstream answered early, or rgate refused the request):
+/// closing a socket with unread data makes the kernel send a reset, which
+/// can destroy the answer before the client reads it. So rgate sends its FIN
+/// first, then reads and discards until the client closes too, for at most
+/// [`LINGER`].
 #[derive(Debug)]
 pub struct Watched<S> {
     inner: S,
     scanner: Scanner,
     record: Arc<FramingRecord>,
+    /// Set once the write side is shut down, while lingering.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> Watched<S> {
@@ -68,6 +83,7 @@ impl<S> Watched<S> {
             inner,
             scanner: Scanner::new(max_line),
             record,
+            linger: None,
         }
     }
 }
@@ -88,7 +104,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -114,7 +130,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            if !this.scanner.mid_body() {
+                return Poll::Ready(Ok(()));
+            }
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut scratch = [0u8; 4096];
+        loop {
+            if let Some(deadline) = &mut this.linger {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let mut discard = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut discard) {
+                Poll::Ready(Ok(())) if discard.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -151,6 +189,8 @@ struct Scanner {
     max_line: usize,
     /// Request heads completed so far.
     requests: u64,
+    /// The watch stopped on a refused request whose body may still be coming.
+    refused_with_body: bool,
 }
 
 impl Scanner {
@@ -161,7 +201,21 @@ impl Scanner {
             partial: Vec::new(),
             max_line,
             requests: 0,
+            refused_with_body: false,
         }
+    }
+
+    /// Whether the client is in the middle of sending a request body.
+    fn mid_body(&self) -> bool {
+        self.refused_with_body
+            || matches!(
+                self.state,
+                State::Body(_)
+                    | State::ChunkSize
+                    | State::ChunkData(_)
+                    | State::ChunkDataEnd(_)
+                    | State::Trailers
+            )
     }
 
     /// Follows `bytes`; returns the index of a request that carried both
@@ -281,6 +335,7 @@ impl Scanner {
         if head.content_length.is_some() && head.transfer_encoding {
             // Refused by rgate, and the connection closed after the answer.
             self.state = State::Off;
+            self.refused_with_body = true;
             return Some(index);
         }
         self.state = match (head.content_length, head.transfer_encoding) {

@@ -144,3 +144,20 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn a_close_lingers_only_in_the_middle_of_a_body() {
+    let mut scanner = Scanner::new(1024);
+    scanner.scan(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(!scanner.mid_body(), "between requests");
+    scanner.scan(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    assert!(scanner.mid_body(), "7 bytes still to come");
+    scanner.scan(b"defghij");
+    assert!(!scanner.mid_body());
+    scanner.scan(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+    assert!(scanner.mid_body(), "no last chunk yet");
+    scanner.scan(b"0\r\n\r\n");
+    assert!(!scanner.mid_body());
+    scanner.scan(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert!(scanner.mid_body(), "refused with its body unread");
+}
