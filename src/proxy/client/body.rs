@@ -58,6 +58,7 @@ pub fn response_body(
         _held: held,
         idle_timeout,
         idle: None,
+        failed: None,
     })
 }
 
@@ -91,6 +92,8 @@ pub struct PooledBody {
     idle_timeout: Duration,
     /// Armed on the first stall only: bodies that never wait pay nothing.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// An error held back for one poll (see [`PooledBody::fail`]).
+    failed: Option<BodyError>,
 }
 
 /// One step of decoding.
@@ -138,6 +141,23 @@ impl PooledBody {
         }
     }
 
+    /// Ends the body with `error` on the next poll, not this one. hyper
+    /// drops a connection whose body fails without flushing what it has
+    /// buffered, so data handed out in this same poll (often the head and
+    /// the first bytes) would never reach the client; one `Pending` lets
+    /// hyper flush first. A broken body means a broken connection: it is
+    /// never pooled.
+    fn fail(
+        &mut self,
+        error: BodyError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.connection = None;
+        self.failed = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, std::io::Error>> {
         let Some(connection) = self.connection.as_mut() else {
             return Poll::Ready(Ok(0));
@@ -159,6 +179,9 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(error) = this.failed.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
         loop {
             match this.step() {
                 Ok(Step::Data(data)) => {
@@ -174,31 +197,21 @@ impl Body for PooledBody {
                     return Poll::Ready(None);
                 }
                 Ok(Step::Read) => {}
-                // A broken body means a broken connection: never pool it.
-                Err(error) => {
-                    this.connection = None;
-                    return Poll::Ready(Some(Err(error)));
-                }
+                Err(error) => return this.fail(error, cx),
             }
             match this.poll_read(cx) {
                 Poll::Ready(Ok(0)) if matches!(this.decoder, Decoder::UntilClose) => {
                     this.connection = None;
                     return Poll::Ready(None);
                 }
-                Poll::Ready(Ok(0)) => {
-                    this.connection = None;
-                    return Poll::Ready(Some(Err(BodyError::Truncated)));
-                }
+                Poll::Ready(Ok(0)) => return this.fail(BodyError::Truncated, cx),
                 Poll::Ready(Ok(_)) => {
                     if let Some(idle) = &mut this.idle {
                         idle.as_mut()
                             .reset(tokio::time::Instant::now() + this.idle_timeout);
                     }
                 }
-                Poll::Ready(Err(error)) => {
-                    this.connection = None;
-                    return Poll::Ready(Some(Err(error.into())));
-                }
+                Poll::Ready(Err(error)) => return this.fail(error.into(), cx),
                 Poll::Pending => {
                     let timeout = this.idle_timeout;
                     let idle = this
@@ -215,7 +228,7 @@ impl Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.connection.is_none()
+        self.connection.is_none() && self.failed.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -223,5 +236,57 @@ impl Body for PooledBody {
             Decoder::Length(remaining) => SizeHint::with_exact(remaining),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::future::poll_fn;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failure_right_after_data_waits_one_poll_so_the_data_is_flushed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut upstream, _) = accepted.unwrap();
+        upstream.write_all(b"only-ten-b").await.unwrap();
+        drop(upstream);
+        let mut connection = Connection::new(client.unwrap(), addr);
+        // The bytes and the close are both at hand before the body is polled.
+        while connection
+            .stream
+            .read_buf(&mut connection.read_buf)
+            .await
+            .unwrap()
+            > 0
+        {}
+        let framing = Framing {
+            framing: ResponseFraming::Length(100),
+            keep_alive: true,
+        };
+        let body = response_body(framing, connection, Held::default(), Duration::from_secs(5));
+        let ResponseBody::Upstream(mut body) = body else {
+            panic!("a 100-byte body with 10 bytes at hand streams");
+        };
+        let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        assert!(
+            matches!(&first, Poll::Ready(Some(Ok(frame))) if frame.data_ref().unwrap() == "only-ten-b")
+        );
+        let second = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        assert!(second.is_pending(), "the error waits one poll");
+        assert!(!body.is_end_stream());
+        let third = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        assert!(matches!(
+            third,
+            Poll::Ready(Some(Err(BodyError::Truncated)))
+        ));
+        assert!(body.is_end_stream());
     }
 }
