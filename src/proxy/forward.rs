@@ -23,7 +23,7 @@ use super::client::{
 use super::headers::{self, ClientAddr, Forwarded, X_REQUEST_ID};
 use crate::backend::balance::{Balance, RequestKey};
 use crate::backend::breaker::CircuitOpen;
-use crate::backend::endpoint::{Endpoint, InFlight};
+use crate::backend::endpoint::{Endpoint, EndpointSet, InFlight};
 use crate::backend::outlier::now_millis;
 use crate::backend::{Admission, Backend, Saturated};
 use crate::error::GatewayError;
@@ -167,24 +167,26 @@ async fn relay(
     let track = *backend.balancer.policy() == Balance::LeastConn;
     // One deadline for the response head, across every attempt.
     let deadline = Instant::now() + route.timeout;
-    let mut endpoint = {
-        let endpoints = backend.endpoints();
+    let pick = |endpoints: &EndpointSet, exclude: Option<&Endpoint>| {
         let key = RequestKey {
             client_ip: client.ip,
             headers: &parts.headers,
         };
         backend
             .balancer
-            .pick(&endpoints, key, None, backend.breaker.as_ref())
-            .ok_or_else(|| {
-                let backend = backend.name.clone();
-                // Empty, or every endpoint unhealthy, ejected or behind an open breaker.
-                if endpoints.is_empty() {
-                    GatewayError::NoEndpoints { backend }
-                } else {
-                    GatewayError::EndpointsUnavailable { backend }
-                }
-            })
+            .pick(endpoints, key, exclude, backend.breaker.as_ref())
+    };
+    let mut endpoint = {
+        let endpoints = backend.endpoints();
+        pick(&endpoints, None).ok_or_else(|| {
+            let backend = backend.name.clone();
+            // Empty, or every endpoint unhealthy, ejected or behind an open breaker.
+            if endpoints.is_empty() {
+                GatewayError::NoEndpoints { backend }
+            } else {
+                GatewayError::EndpointsUnavailable { backend }
+            }
+        })
     }?;
     // A request safe to repeat keeps a template for replays. Its body must be
     // at hand to resend: none, or a small one read in full before sending. An
@@ -262,14 +264,7 @@ async fn relay(
             Some(_) if tries < policy.attempts => {
                 // A different endpoint when there is one; the same one only when
                 // the failure was a pooled connection the upstream had closed.
-                let endpoints = backend.endpoints();
-                let key = RequestKey {
-                    client_ip: client.ip,
-                    headers: &parts.headers,
-                };
-                backend
-                    .balancer
-                    .pick(&endpoints, key, Some(&endpoint), backend.breaker.as_ref())
+                pick(&backend.endpoints(), Some(&endpoint))
                     .or_else(|| reused.then(|| endpoint.clone()))
             }
             _ => None,
