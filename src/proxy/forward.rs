@@ -333,6 +333,18 @@ struct Exchange {
     in_flight: Option<InFlight>,
 }
 
+impl Exchange {
+    /// The response head, its connection, and what the exchange holds
+    /// (with the request's bulkhead slot) until the answer's body ends.
+    fn finish(self, admission: Option<Admission>) -> (Response<Framing>, Connection, Held) {
+        let held = Held {
+            in_flight: self.in_flight,
+            admission,
+        };
+        (self.response, self.connection, held)
+    }
+}
+
 async fn attempt(
     backend: &Backend,
     endpoint: &Arc<Endpoint>,
@@ -428,18 +440,10 @@ fn into_client_response(
     request_id: HeaderValue,
     route: &Route,
 ) -> Response<ResponseBody> {
-    let Exchange {
-        response,
-        connection,
-        in_flight,
-    } = exchange;
+    let (response, connection, held) = exchange.finish(admission);
     let (mut parts, framing) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id);
-    let held = Held {
-        in_flight,
-        admission,
-    };
     Response::from_parts(
         parts,
         client::response_body(framing, connection, held, route.idle_timeout),
@@ -459,15 +463,7 @@ fn tunnel(
     admission: Option<Admission>,
     request_id: HeaderValue,
 ) -> Response<ResponseBody> {
-    let Exchange {
-        response,
-        connection,
-        in_flight,
-    } = exchange;
-    let held = Held {
-        in_flight,
-        admission,
-    };
+    let (response, connection, held) = exchange.finish(admission);
     let (mut upstream, early) = connection.into_io();
     tokio::spawn(async move {
         let _held = held;
