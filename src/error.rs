@@ -24,8 +24,12 @@ pub enum GatewayError {
     ClientBody {
         backend: Arc<str>,
         #[source]
-        source: hyper::Error,
+        source: crate::proxy::inbound::ClientBodyError,
     },
+    #[error("backend {backend}: the client went away before the response")]
+    ClientGone { backend: Arc<str> },
+    #[error("request head over the limit")]
+    HeadTooLarge,
     #[error("backend {backend}: the client did not send its request body in time")]
     ClientTimeout { backend: Arc<str> },
     #[error("backend {backend}: the backend's circuit breaker is open")]
@@ -71,6 +75,14 @@ impl GatewayError {
             // Framing two parsers could read differently: refused, never
             // forwarded, and the connection closed (see `into_response`).
             GatewayError::BadRequest(_) => return (StatusCode::BAD_REQUEST, "bad_request", None),
+            // Over `limits.max_header_size`, or too many fields (RFC 6585 §5).
+            GatewayError::HeadTooLarge => {
+                return (
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "header_too_large",
+                    None,
+                )
+            }
             // Refused as soon as the declared or streamed length passes the
             // route's limit, without buffering the body (RFC 9110 §15.5.14).
             GatewayError::BodyTooLarge { backend } => {
@@ -92,6 +104,13 @@ impl GatewayError {
             GatewayError::ClientBody { backend, .. } => {
                 (StatusCode::BAD_REQUEST, "request_body", backend)
             }
+            // Never sent: the client is gone. The status is for stats and
+            // logs only, as nginx's 499 "client closed request".
+            GatewayError::ClientGone { backend } => (
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                "client_gone",
+                backend,
+            ),
             // The client was too slow to send a body rgate had to read first.
             GatewayError::ClientTimeout { backend } => {
                 (StatusCode::REQUEST_TIMEOUT, "request_timeout", backend)
@@ -138,6 +157,7 @@ impl GatewayError {
         matches!(
             self,
             GatewayError::BadRequest(_)
+                | GatewayError::HeadTooLarge
                 | GatewayError::BodyTooLarge { .. }
                 | GatewayError::ClientBody { .. }
         )

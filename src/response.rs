@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::proxy::client::{BodyError, PooledBody};
+use crate::proxy::tunnel::Tunnel;
 use crate::snapshot::DefaultResponse;
 
 /// Every body rgate sends to clients: an upstream's streamed through, or one of
@@ -16,6 +17,10 @@ use crate::snapshot::DefaultResponse;
 pub enum ResponseBody {
     Upstream(PooledBody),
     Full(Option<Bytes>),
+    /// The answer to an accepted protocol switch (a 101): no body, but the
+    /// upstream connection that the client connection is spliced with next.
+    /// Only HTTP/1 requests switch protocols.
+    Tunnel(Box<Tunnel>),
 }
 
 impl ResponseBody {
@@ -35,6 +40,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Tunnel(_) => Poll::Ready(None),
         }
     }
 
@@ -42,6 +48,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Upstream(body) => body.is_end_stream(),
             ResponseBody::Full(bytes) => bytes.is_none(),
+            ResponseBody::Tunnel(_) => true,
         }
     }
 
@@ -51,6 +58,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+            ResponseBody::Tunnel(_) => SizeHint::with_exact(0),
         }
     }
 }

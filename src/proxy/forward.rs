@@ -10,17 +10,14 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt as _;
 use tokio::time::{timeout_at, Instant};
-use tracing::debug;
 
 use super::client::{
     self, ConnectError, Connection, Failed, Framing, Held, RequestBody, SendError,
 };
 use super::headers::{self, ClientAddr, Forwarded, X_REQUEST_ID};
+use super::inbound::{ClientBody, ClientBodyError};
+use super::tunnel::Tunnel;
 use crate::backend::balance::{Balance, RequestKey};
 use crate::backend::breaker::CircuitOpen;
 use crate::backend::endpoint::{Endpoint, EndpointSet, InFlight};
@@ -32,11 +29,11 @@ use crate::response::ResponseBody;
 use crate::router::Route;
 
 /// Why one attempt failed, and whether the request can still be sent.
-struct Failure {
+struct Failure<'a> {
     kind: FailureKind,
     /// The request's body, when the request never left rgate: safe to send
     /// elsewhere whatever its method.
-    unsent: Option<RequestBody>,
+    unsent: Option<RequestBody<'a>>,
     /// Whether the failed connection came from the pool (possibly stale).
     reused: bool,
 }
@@ -48,9 +45,11 @@ enum FailureKind {
     /// The upstream answered with something that is not HTTP.
     BadResponse(client::HeadError),
     /// The client's body broke off or was malformed while streaming upstream.
-    ClientBody(hyper::Error),
+    ClientBody(ClientBodyError),
     /// The client's streamed body passed the route's `max_body`.
     TooLarge,
+    /// The client went away while the upstream was answering.
+    ClientGone,
 }
 
 impl FailureKind {
@@ -65,13 +64,17 @@ impl FailureKind {
             FailureKind::BadResponse(source) => GatewayError::BadResponse { backend, source },
             FailureKind::ClientBody(source) => GatewayError::ClientBody { backend, source },
             FailureKind::TooLarge => GatewayError::BodyTooLarge { backend },
+            FailureKind::ClientGone => GatewayError::ClientGone { backend },
         }
     }
 
     /// Whether the failure is the client's doing, and so says nothing about
     /// the endpoint's health.
     fn is_client_fault(&self) -> bool {
-        matches!(self, FailureKind::ClientBody(_) | FailureKind::TooLarge)
+        matches!(
+            self,
+            FailureKind::ClientBody(_) | FailureKind::TooLarge | FailureKind::ClientGone
+        )
     }
 }
 
@@ -79,7 +82,7 @@ pub(super) async fn forward(
     route: &Route,
     backend: &Arc<Backend>,
     client: &ClientAddr,
-    request: Request<Incoming>,
+    request: Request<ClientBody<'_>>,
     normalized_path: Option<&str>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let Some(circuit) = &backend.circuit else {
@@ -116,8 +119,10 @@ fn backend_verdict(result: &Result<Response<ResponseBody>, GatewayError>) -> Opt
             | GatewayError::CircuitOpen { .. }
             | GatewayError::Saturated { .. }
             | GatewayError::BadRequest(_)
+            | GatewayError::HeadTooLarge
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::ClientBody { .. }
+            | GatewayError::ClientGone { .. }
             | GatewayError::ClientTimeout { .. },
         ) => None,
     }
@@ -129,7 +134,7 @@ async fn relay(
     route: &Route,
     backend: &Arc<Backend>,
     client: &ClientAddr,
-    mut request: Request<Incoming>,
+    request: Request<ClientBody<'_>>,
     normalized_path: Option<&str>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // A declared length over the limit is refused before anything is read.
@@ -149,12 +154,10 @@ async fn relay(
         .map_err(|Saturated| GatewayError::Saturated {
             backend: backend.name.clone(),
         })?;
-    // The client's side of a protocol switch, resolved once rgate has sent it the 101.
-    let client_upgrade = headers::is_upgrade(request.version(), request.headers())
-        .then(|| hyper::upgrade::on(&mut request));
+    let upgrade = headers::is_upgrade(request.version(), request.headers());
     let (mut parts, body) = request.into_parts();
     let request_id = headers::request_id(&parts.headers);
-    let host = prepare_upstream_request(&mut parts, normalized_path, client_upgrade.is_some());
+    let host = prepare_upstream_request(&mut parts, normalized_path, upgrade);
     let forwarded = Forwarded {
         client,
         host: host.as_ref(),
@@ -191,7 +194,7 @@ async fn relay(
     // A request safe to repeat keeps a template for replays. Its body must be
     // at hand to resend: none, or a small one read in full before sending. An
     // upgrade is never replayed: the upstream may already have switched.
-    let repeatable = client_upgrade.is_none()
+    let repeatable = !upgrade
         && policy.attempts > 1
         && safe_to_repeat(&parts.method, &parts.headers);
     let small = body
@@ -277,14 +280,14 @@ async fn relay(
             }
             _ => {
                 return match last {
-                    Last::Answer(exchange) => Ok(match client_upgrade {
-                        Some(client_upgrade)
-                            if exchange.response.status() == StatusCode::SWITCHING_PROTOCOLS =>
+                    Last::Answer(exchange) => Ok(
+                        if upgrade && exchange.response.status() == StatusCode::SWITCHING_PROTOCOLS
                         {
-                            tunnel(exchange, client_upgrade, admission, request_id)
-                        }
-                        _ => into_client_response(exchange, admission, request_id, route),
-                    }),
+                            tunnel(exchange, admission, request_id)
+                        } else {
+                            into_client_response(exchange, admission, request_id, route)
+                        },
+                    ),
                     Last::Failed(kind) => Err(kind.into_error(&backend.name)),
                 }
             }
@@ -307,7 +310,7 @@ fn observe(
     backend: &Backend,
     endpoint: &Endpoint,
     probe: bool,
-    outcome: &Result<Result<Exchange, Failure>, tokio::time::error::Elapsed>,
+    outcome: &Result<Result<Exchange, Failure<'_>>, tokio::time::error::Elapsed>,
 ) {
     if backend.outlier.is_none() && backend.breaker.is_none() {
         return;
@@ -345,14 +348,14 @@ impl Exchange {
     }
 }
 
-async fn attempt(
+async fn attempt<'a>(
     backend: &Backend,
     endpoint: &Arc<Endpoint>,
     track: bool,
     head: &http::request::Parts,
     forwarded: &Forwarded<'_>,
-    body: RequestBody,
-) -> Result<Exchange, Failure> {
+    body: RequestBody<'a>,
+) -> Result<Exchange, Failure<'a>> {
     let in_flight = track.then(|| endpoint.start_request());
     let mut connection = match client::checkout(endpoint.addr, backend.connect_timeout).await {
         Ok(connection) => connection,
@@ -375,6 +378,7 @@ async fn attempt(
             let kind = match error {
                 SendError::TooLarge => FailureKind::TooLarge,
                 SendError::ClientBody(error) => FailureKind::ClientBody(error),
+                SendError::ClientGone => FailureKind::ClientGone,
                 SendError::Head(error) => FailureKind::BadResponse(error),
                 error @ (SendError::Write(_) | SendError::Read(_) | SendError::Closed) => {
                     FailureKind::Broken(error)
@@ -430,7 +434,7 @@ fn prepare_upstream_request(
 
 /// The body to send again on a retry: `None` when the request keeps no
 /// replay (its body streamed through, or it is not safe to repeat).
-fn replay(kept: &Option<Option<Bytes>>) -> Option<RequestBody> {
+fn replay<'a>(kept: &Option<Option<Bytes>>) -> Option<RequestBody<'a>> {
     kept.as_ref().map(|bytes| RequestBody::Full(bytes.clone()))
 }
 
@@ -451,37 +455,19 @@ fn into_client_response(
 }
 
 /// Answers an accepted protocol switch: the upstream's 101 goes to the
-/// client, and a task splices the two upgraded connections both ways until
-/// both sides have closed (a side that closes has its close passed on).
-///
-/// The tunnel is in-flight work on the backend: it keeps its bulkhead slot
-/// (and its least_conn count) for its whole life. Its upstream connection now
-/// carries another protocol, so it never returns to the pool.
+/// client, carrying the upstream connection for the client connection to
+/// splice with (see [`Tunnel`]).
 fn tunnel(
     exchange: Exchange,
-    client_upgrade: OnUpgrade,
     admission: Option<Admission>,
     request_id: HeaderValue,
 ) -> Response<ResponseBody> {
     let (response, connection, held) = exchange.finish(admission);
-    let (mut upstream, early) = connection.into_io();
-    tokio::spawn(async move {
-        let _held = held;
-        let mut client = match client_upgrade.await {
-            Ok(client) => TokioIo::new(client),
-            Err(error) => return debug!(%error, "protocol switch failed"),
-        };
-        // Bytes the upstream sent right behind its 101 belong to the new protocol.
-        let relayed = match client.write_all(&early).await {
-            Ok(()) => tokio::io::copy_bidirectional(&mut client, &mut upstream).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = relayed {
-            debug!(%error, "tunnel ended with an error");
-        }
-    });
     let (mut parts, _empty) = response.into_parts();
     headers::strip_hop_by_hop_keeping_upgrade(&mut parts.headers);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id);
-    Response::from_parts(parts, ResponseBody::Full(None))
+    Response::from_parts(
+        parts,
+        ResponseBody::Tunnel(Box::new(Tunnel::new(connection, held))),
+    )
 }

@@ -15,16 +15,16 @@
 
 pub mod client;
 mod forward;
-pub mod framing;
 pub(crate) mod headers;
+pub mod inbound;
 pub mod normalize;
+pub mod tunnel;
 pub mod validate;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::config::RESERVED_PATH;
 use crate::error::GatewayError;
@@ -34,6 +34,7 @@ use crate::snapshot::SnapshotHandle;
 
 use self::headers::ClientAddr;
 pub use self::headers::Scheme;
+use self::inbound::ClientBody;
 
 /// The gateway shared by every worker: the current snapshot and the stats.
 #[derive(Debug)]
@@ -89,7 +90,7 @@ impl Gateway {
     /// Answers one client request. Never fails: every error is a response here.
     pub async fn handle(
         ctx: &ConnectionContext,
-        request: Request<Incoming>,
+        request: Request<ClientBody<'_>>,
     ) -> Response<ResponseBody> {
         let gateway = &*ctx.gateway;
         let checked = validate::request(&request);

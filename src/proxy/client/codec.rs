@@ -8,7 +8,7 @@ use http::{Method, StatusCode, Version};
 use crate::proxy::headers::Forwarded;
 
 /// Most header fields accepted in a response head (as hyper's default).
-pub(super) const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Largest response head accepted, and largest chunk-size or trailer line.
 pub(super) const MAX_HEAD_SIZE: usize = 64 * 1024;
 
@@ -71,14 +71,14 @@ pub(super) fn encode_request_head(
 }
 
 /// Appends a chunk-size line for `length` bytes of data.
-pub(super) fn encode_chunk_size(length: usize, out: &mut Vec<u8>) {
+pub(crate) fn encode_chunk_size(length: usize, out: &mut Vec<u8>) {
     use std::io::Write as _;
     // Writing into a Vec cannot fail.
     let _ = write!(out, "{length:X}\r\n");
 }
 
 /// The last chunk and an empty trailer section.
-pub(super) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// How a response body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +125,7 @@ pub(super) fn parse_response_head(
     method: &Method,
 ) -> Result<Option<ResponseHead>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let mut spans = [FieldSpan::default(); MAX_HEADERS];
     let (length, code, minor, count) = {
         let mut response = httparse::Response::new(&mut fields);
         let length = match response.parse(buf)? {
@@ -135,18 +135,7 @@ pub(super) fn parse_response_head(
             }
             httparse::Status::Partial => return Ok(None),
         };
-        // Field positions as offsets into the head, to slice after it is frozen.
-        let base = buf.as_ptr() as usize;
-        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            *span = (
-                name,
-                name + field.name.len(),
-                value,
-                value + field.value.len(),
-            );
-        }
+        record_spans(buf, response.headers, &mut spans);
         (
             length,
             response.code.unwrap_or_default(),
@@ -156,14 +145,7 @@ pub(super) fn parse_response_head(
     };
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Status)?;
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
-        let name =
-            HeaderName::from_bytes(&head[name_start..name_end]).map_err(|_| HeadError::Field)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-            .map_err(|_| HeadError::Field)?;
-        headers.append(name, value);
-    }
+    let headers = header_map(&head, &spans[..count]).ok_or(HeadError::Field)?;
     let version = if minor == 1 {
         Version::HTTP_11
     } else {
@@ -179,13 +161,9 @@ pub(super) fn parse_response_head(
     }))
 }
 
-/// The body framing and connection persistence a response head declares.
-fn response_framing(
-    status: StatusCode,
-    version: Version,
-    headers: &HeaderMap,
-    method: &Method,
-) -> Result<(ResponseFraming, bool), HeadError> {
+/// Whether a message's sender keeps the connection open after it: by
+/// default in HTTP/1.1, on request in HTTP/1.0 (RFC 9112 §9.3).
+pub(crate) fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
     let mut keep_alive = version == Version::HTTP_11;
     for value in headers.get_all(header::CONNECTION) {
         for token in value.as_bytes().split(|&b| b == b',') {
@@ -197,6 +175,17 @@ fn response_framing(
             }
         }
     }
+    keep_alive
+}
+
+/// The body framing and connection persistence a response head declares.
+fn response_framing(
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Result<(ResponseFraming, bool), HeadError> {
+    let mut keep_alive = keep_alive(version, headers);
     let bodiless = method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -224,27 +213,64 @@ fn response_framing(
             (ResponseFraming::UntilClose, false)
         });
     }
-    match content_length(headers)? {
+    match content_length(headers).map_err(|InvalidLength| HeadError::ContentLength)? {
         Some(0) => Ok((ResponseFraming::Empty, keep_alive)),
         Some(length) => Ok((ResponseFraming::Length(length), keep_alive)),
         None => Ok((ResponseFraming::UntilClose, false)),
     }
 }
 
+/// Where a field's name and value lie in a head, as offsets: recorded while
+/// the parser borrows the buffer, sliced once the head is frozen.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FieldSpan {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Records where each parsed field lies in `buf`.
+pub(crate) fn record_spans(buf: &[u8], fields: &[httparse::Header<'_>], spans: &mut [FieldSpan]) {
+    let base = buf.as_ptr() as usize;
+    for (span, field) in spans.iter_mut().zip(fields) {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = FieldSpan {
+            name: (name, name + field.name.len()),
+            value: (value, value + field.value.len()),
+        };
+    }
+}
+
+/// The header map of a frozen head; values share the head's bytes rather
+/// than copying them. `None` if a name or value is invalid.
+pub(crate) fn header_map(head: &Bytes, spans: &[FieldSpan]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for span in spans {
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1)).ok()?;
+        headers.append(name, value);
+    }
+    Some(headers)
+}
+
+/// `Content-Length` fields that are not digits, or that disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidLength;
+
 /// The one length all `Content-Length` fields (and list members) agree on.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, InvalidLength> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for member in value.as_bytes().split(|&b| b == b',') {
             let member = member.trim_ascii();
             if member.is_empty() || member.len() > 19 || !member.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::ContentLength);
+                return Err(InvalidLength);
             }
             let parsed = member
                 .iter()
                 .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
             if length.is_some_and(|seen| seen != parsed) {
-                return Err(HeadError::ContentLength);
+                return Err(InvalidLength);
             }
             length = Some(parsed);
         }
@@ -265,7 +291,7 @@ pub enum BodyFramingError {
 
 /// What the chunked decoder found in the buffer.
 #[derive(Debug)]
-pub(super) enum Decoded {
+pub(crate) enum Decoded {
     Data(Bytes),
     /// The last chunk and the trailer section were read: the body is complete.
     End,
@@ -276,7 +302,7 @@ pub(super) enum Decoded {
 /// Decodes the chunked coding incrementally, taking what it consumes out of
 /// the connection's read buffer. Trailer fields are read and dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ChunkedDecoder {
+pub(crate) enum ChunkedDecoder {
     Size,
     Data(u64),
     DataEnd,
@@ -285,7 +311,7 @@ pub(super) enum ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, BodyFramingError> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, BodyFramingError> {
         loop {
             match *self {
                 ChunkedDecoder::Size => {

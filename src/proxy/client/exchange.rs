@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use super::codec::{self, HeadError, RequestFraming, ResponseFraming, ResponseHead};
 use super::{Connection, RequestBody, RequestBodyError, READ_CHUNK};
 use crate::proxy::headers::Forwarded;
+use crate::proxy::inbound::{ClientBody, ClientBodyError};
 
 /// How the response body that follows a head is delimited, and whether the
 /// connection can be pooled once it has been read.
@@ -32,19 +33,21 @@ pub enum SendError {
     #[error(transparent)]
     Head(#[from] HeadError),
     #[error("reading the client's body: {0}")]
-    ClientBody(#[source] hyper::Error),
+    ClientBody(#[source] ClientBodyError),
+    #[error("the client went away while waiting for the response")]
+    ClientGone,
     #[error("the client's body is over the route's max_body")]
     TooLarge,
 }
 
 /// A failed exchange, with the request when not a byte of it was sent.
 #[derive(Debug)]
-pub struct Failed {
+pub struct Failed<'a> {
     pub error: SendError,
-    pub unsent: Option<RequestBody>,
+    pub unsent: Option<RequestBody<'a>>,
 }
 
-impl From<SendError> for Failed {
+impl From<SendError> for Failed<'_> {
     fn from(error: SendError) -> Self {
         Failed {
             error,
@@ -59,12 +62,12 @@ impl Connection {
     /// while watching for the upstream to answer early (it may refuse a body
     /// without reading it); an early answer stops the upload, and the
     /// connection is then not reused.
-    pub(crate) async fn send(
+    pub(crate) async fn send<'a>(
         &mut self,
         head: &http::request::Parts,
         forwarded: &Forwarded<'_>,
-        mut body: RequestBody,
-    ) -> Result<Response<Framing>, Failed> {
+        mut body: RequestBody<'a>,
+    ) -> Result<Response<Framing>, Failed<'a>> {
         let framing = request_framing(head, &body);
         self.write_buf.clear();
         codec::encode_request_head(head, forwarded, framing, &mut self.write_buf);
@@ -91,7 +94,7 @@ impl Connection {
         let complete = early.is_none() && upload_error.is_none();
         let response = match early {
             Some(head) => head,
-            None => match self.read_head(&head.method).await {
+            None => match self.read_head_unless_gone(&head.method, &mut body).await {
                 Ok(head) => head,
                 // The upstream may have answered and closed while the body was
                 // going out: its answer wins, else the write error tells why.
@@ -111,7 +114,7 @@ impl Connection {
     /// Streams the client's body upstream until it ends or the upstream answers.
     async fn upload(
         &mut self,
-        body: &mut RequestBody,
+        body: &mut RequestBody<'_>,
         framing: RequestFraming,
         method: &Method,
     ) -> Result<Upload, UploadError> {
@@ -167,6 +170,23 @@ impl Connection {
         }
     }
 
+    /// Reads the response head; for a client body streamed from an HTTP/1
+    /// connection, gives up if the client goes away meanwhile.
+    async fn read_head_unless_gone(
+        &mut self,
+        method: &Method,
+        body: &mut RequestBody<'_>,
+    ) -> Result<ResponseHead, SendError> {
+        match body {
+            RequestBody::Incoming(client @ ClientBody::Http1(_), _) => tokio::select! {
+                biased;
+                head = self.read_head(method) => head,
+                () = client.gone() => Err(SendError::ClientGone),
+            },
+            _ => self.read_head(method).await,
+        }
+    }
+
     /// Reads until a final response head (interim 1xx answers other than 101
     /// are skipped).
     async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, SendError> {
@@ -214,7 +234,7 @@ enum UploadError {
 
 /// How the body goes on the wire. A length the client declared is kept; a
 /// body of unknown length is chunked (RFC 9112 §6.1).
-fn request_framing(head: &http::request::Parts, body: &RequestBody) -> RequestFraming {
+fn request_framing(head: &http::request::Parts, body: &RequestBody<'_>) -> RequestFraming {
     match body {
         RequestBody::Full(Some(bytes)) => RequestFraming::Length(bytes.len() as u64),
         _ if body.is_end_stream() => {

@@ -15,7 +15,7 @@
 //! to other containers.
 
 mod body;
-mod codec;
+pub(crate) mod codec;
 mod exchange;
 
 use std::cell::RefCell;
@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
 pub use self::body::{response_body, BodyError, PooledBody};
@@ -37,6 +36,7 @@ pub use self::exchange::{Failed, Framing, SendError};
 
 use crate::backend::endpoint::InFlight;
 use crate::backend::Admission;
+use crate::proxy::inbound::{ClientBody, ClientBodyError};
 
 /// How long an idle pooled connection is trusted. Upstreams commonly close idle
 /// keep-alive connections after 60–75 s; staying under that avoids most races.
@@ -52,8 +52,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// the bytes it may still send under the route's `max_body`), or one held in
 /// memory (none, or a small body kept so a retry can resend it).
 #[derive(Debug)]
-pub enum RequestBody {
-    Incoming(Incoming, u64),
+pub enum RequestBody<'a> {
+    Incoming(ClientBody<'a>, u64),
     Full(Option<Bytes>),
 }
 
@@ -61,12 +61,12 @@ pub enum RequestBody {
 #[derive(Debug, thiserror::Error)]
 pub enum RequestBodyError {
     #[error("reading the client's body: {0}")]
-    Client(#[source] hyper::Error),
+    Client(#[source] ClientBodyError),
     #[error("the body is over the route's max_body")]
     TooLarge,
 }
 
-impl Body for RequestBody {
+impl Body for RequestBody<'_> {
     type Data = Bytes;
     type Error = RequestBodyError;
 

@@ -5,16 +5,18 @@
 //! spreads connections over workers, and nothing on the request path is
 //! shared between them except the snapshot pointer and read-mostly data.
 
+mod http1;
+
 use std::convert::Infallible;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,18 +24,20 @@ use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::observe::stats::StatsShard;
-use crate::proxy::framing::{ConflictingLengths, FramingRecord, Watched};
+use crate::proxy::inbound::ClientBody;
+use self::http1::Served;
 use crate::proxy::{client, ConnectionContext, Gateway, Scheme};
-use crate::response::ResponseBody;
 use crate::tls::{self, HANDSHAKE_TIMEOUT};
 
 const LISTEN_BACKLOG: i32 = 4096;
+
+type Http2Builder = http2::Builder<TokioExecutor>;
 
 /// Client-facing limits of the listener (`limits:` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,8 +188,9 @@ impl Worker {
         } else {
             Scheme::Http
         };
-        let mut builder = auto::Builder::new(TokioExecutor::new());
         let limits = self.limits;
+        // The redirect port's tiny service runs on hyper's server (both protocols).
+        let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -200,6 +205,13 @@ impl Worker {
         let graceful = GracefulShutdown::new();
         tokio::spawn(client::sweep_idle_connections());
 
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        let http2 = Arc::new(http2);
+        tokio::spawn(http1::date::keep_current());
+
         let drain = self.shutdown.clone();
         let serve = |stream: TcpStream, peer: SocketAddr| {
             let Some(counted) = self.connections.admit(limits.max_connections) else {
@@ -212,42 +224,25 @@ impl Worker {
                 peer,
                 scheme,
             ));
-            let first_request = Arc::new(FirstRequest::default());
-            let seen = first_request.clone();
-            let framing = Arc::new(FramingRecord::default());
-            let record = framing.clone();
-            let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                seen.arrived();
-                if record.next_request_conflicts() {
-                    request.extensions_mut().insert(ConflictingLengths);
-                }
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(Gateway::handle(&ctx, request).await) }
-            });
-            let builder = builder.clone();
             // Taken now, so a drain that starts during the handshake still waits for this connection.
             let in_drain = graceful.watcher();
             let drain = drain.clone();
             let tls = tls.clone();
+            let http2 = http2.clone();
             // The handshake runs in the connection's task, never in the accept loop.
             tokio::spawn(async move {
-                let wait = limits.header_read_timeout;
-                let max_line = limits.max_header_size;
-                let served = match tls {
-                    None => {
-                        let stream = Watched::new(stream, framing, max_line);
-                        serve_stream(&builder, stream, service, &first_request, drain, wait).await
-                    }
+                match tls {
+                    None => serve_client(stream, ctx, &http2, limits, drain).await,
                     Some(acceptor) => {
                         let Some(stream) = handshake(&acceptor, stream, peer).await else {
                             return;
                         };
-                        let stream = Watched::new(stream, framing, max_line);
-                        serve_stream(&builder, stream, service, &first_request, drain, wait).await
+                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            serve_http2(stream, ctx, &http2, drain).await;
+                        } else {
+                            serve_client(stream, ctx, &http2, limits, drain).await;
+                        }
                     }
-                };
-                if let Err(error) = served {
-                    debug!(%peer, %error, "client connection ended with an error");
                 }
                 drop(in_drain);
                 drop(counted);
@@ -309,90 +304,55 @@ impl Worker {
     }
 }
 
-/// Whether a client connection has delivered its first request.
-#[derive(Debug, Default)]
-struct FirstRequest {
-    seen: AtomicBool,
-    notify: Notify,
-}
-
-impl FirstRequest {
-    fn arrived(&self) {
-        // One relaxed load per request; the swap and wake-up happen once.
-        if !self.seen.load(Relaxed) && !self.seen.swap(true, Relaxed) {
-            self.notify.notify_one();
-        }
-    }
-
-    async fn wait(&self) {
-        if !self.seen.load(Relaxed) {
-            // notify_one stores a permit, so an arrival before this call still counts.
-            self.notify.notified().await;
-        }
-    }
-}
-
-/// Serves one client connection on `io`, plain TCP or TLS, until it ends or
-/// the drain closes it (see [`serve_until_drained`]).
-async fn serve_stream<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
+/// Serves a client connection: rgate's own HTTP/1 server, handing over to
+/// hyper's HTTP/2 when the client opens with the HTTP/2 preface.
+async fn serve_client<I>(
     io: I,
-    service: S,
-    first_request: &FirstRequest,
+    ctx: Arc<ConnectionContext>,
+    http2: &Http2Builder,
+    limits: Limits,
     drain: watch::Receiver<bool>,
-    first_request_wait: Duration,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-        http::Request<hyper::body::Incoming>,
-        Response = http::Response<ResponseBody>,
-        Error = Infallible,
-    >,
-    S::Future: 'static,
-    TokioExecutor: auto::HttpServerConnExec<S::Future, ResponseBody>,
 {
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    serve_until_drained(
-        conn,
-        auto::UpgradeableConnection::graceful_shutdown,
-        first_request,
-        drain,
-        first_request_wait,
-    )
-    .await
+    match http1::serve(io, &ctx, limits, drain.clone()).await {
+        Served::Closed => {}
+        Served::Http2(io) => serve_http2(io, ctx, http2, drain).await,
+    }
 }
 
-/// Drives a client connection to its end, shutting it down gracefully once
-/// the worker drains: HTTP/1 closes when idle or after the response in
-/// flight, HTTP/2 sends GOAWAY and finishes its open streams.
-///
-/// hyper-util drops a connection told to shut down before it has read its
-/// first bytes (it has not chosen HTTP/1 or HTTP/2 yet), which would lose a
-/// request sent just as the drain begins, or one queued on a listener being
-/// closed. So a connection that has delivered no request yet is shut down
-/// only once its first request arrives, or after `first_request_wait`.
-async fn serve_until_drained<C: Future>(
-    conn: C,
-    graceful_shutdown: impl FnOnce(Pin<&mut C>),
-    first_request: &FirstRequest,
+/// Serves an HTTP/2 connection until it ends or, once the worker drains,
+/// until its open streams are done (it is sent a GOAWAY).
+async fn serve_http2<I>(
+    io: I,
+    ctx: Arc<ConnectionContext>,
+    http2: &Http2Builder,
     mut drain: watch::Receiver<bool>,
-    first_request_wait: Duration,
-) -> C::Output {
-    let mut conn = std::pin::pin!(conn);
-    let drain_started = async {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: http::Request<Incoming>| {
+        let ctx = ctx.clone();
+        async move {
+            let request = request.map(ClientBody::Http2);
+            Ok::<_, Infallible>(Gateway::handle(&ctx, request).await)
+        }
+    });
+    let mut conn = std::pin::pin!(http2.serve_connection(TokioIo::new(io), service));
+    let drained = async {
         // An error means the worker is gone: drain too.
         let _ = drain.wait_for(|&draining| draining).await;
-        let _ = tokio::time::timeout(first_request_wait, first_request.wait()).await;
     };
-    tokio::select! {
-        output = conn.as_mut() => return output,
-        () = drain_started => {}
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        () = drained => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = served {
+        debug!(%error, "HTTP/2 connection ended with an error");
     }
-    graceful_shutdown(conn.as_mut());
-    conn.await
 }
 
 /// Answers a connection over the cap with 503 and closes it, without reading
