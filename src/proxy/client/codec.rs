@@ -1,6 +1,8 @@
 //! The HTTP/1.1 wire format of the upstream leg (RFC 9112): request heads out;
 //! response heads, body framing and the chunked coding in.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -123,29 +125,33 @@ pub enum HeadError {
 pub(super) fn parse_response_head(
     buf: &mut BytesMut,
     method: &Method,
+    spans: &mut Vec<FieldSpan>,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut spans = [FieldSpan::default(); MAX_HEADERS];
-    let (length, code, minor, count) = {
-        let mut response = httparse::Response::new(&mut fields);
-        let length = match response.parse(buf)? {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let (length, code, minor) = {
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut fields,
+        );
+        let length = match parsed? {
             httparse::Status::Complete(length) => length,
             httparse::Status::Partial if buf.len() >= MAX_HEAD_SIZE => {
                 return Err(HeadError::TooLarge)
             }
             httparse::Status::Partial => return Ok(None),
         };
-        record_spans(buf, response.headers, &mut spans);
+        record_spans(buf, response.headers, spans);
         (
             length,
             response.code.unwrap_or_default(),
             response.version.unwrap_or_default(),
-            response.headers.len(),
         )
     };
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Status)?;
     let head = buf.split_to(length).freeze();
-    let headers = header_map(&head, &spans[..count]).ok_or(HeadError::Field)?;
+    let headers = header_map(&head, spans).ok_or(HeadError::Field)?;
     let version = if minor == 1 {
         Version::HTTP_11
     } else {
@@ -228,17 +234,19 @@ pub(crate) struct FieldSpan {
     value: (usize, usize),
 }
 
-/// Records where each parsed field lies in `buf`.
-pub(crate) fn record_spans(buf: &[u8], fields: &[httparse::Header<'_>], spans: &mut [FieldSpan]) {
+/// Records where each parsed field lies in `buf`, in `spans` (a buffer
+/// each connection keeps, so recording allocates nothing).
+pub(crate) fn record_spans(buf: &[u8], fields: &[httparse::Header<'_>], spans: &mut Vec<FieldSpan>) {
     let base = buf.as_ptr() as usize;
-    for (span, field) in spans.iter_mut().zip(fields) {
+    spans.clear();
+    spans.extend(fields.iter().map(|field| {
         let name = field.name.as_ptr() as usize - base;
         let value = field.value.as_ptr() as usize - base;
-        *span = FieldSpan {
+        FieldSpan {
             name: (name, name + field.name.len()),
             value: (value, value + field.value.len()),
-        };
-    }
+        }
+    }));
 }
 
 /// The header map of a frozen head; values share the head's bytes rather

@@ -3,7 +3,7 @@ use crate::proxy::headers::{ClientAddr, Scheme};
 
 fn head(raw: &str, method: &Method) -> Result<Option<ResponseHead>, HeadError> {
     let mut buf = BytesMut::from(raw);
-    parse_response_head(&mut buf, method)
+    parse_response_head(&mut buf, method, &mut Vec::new())
 }
 
 fn framing(raw: &str) -> (ResponseFraming, bool) {

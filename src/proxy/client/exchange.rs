@@ -208,7 +208,7 @@ impl Connection {
     /// The first final response head in the read buffer, if one is complete.
     fn final_head(&mut self, method: &Method) -> Result<Option<ResponseHead>, SendError> {
         while !self.read_buf.is_empty() {
-            match codec::parse_response_head(&mut self.read_buf, method)? {
+            match codec::parse_response_head(&mut self.read_buf, method, &mut self.spans)? {
                 Some(head)
                     if head.status.is_informational()
                         && head.status != StatusCode::SWITCHING_PROTOCOLS => {}

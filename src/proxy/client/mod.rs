@@ -123,6 +123,8 @@ pub struct Connection {
     read_buf: BytesMut,
     /// The request head (and a small in-memory body) being written.
     write_buf: Vec<u8>,
+    /// Where the fields of the response head being parsed lie.
+    spans: Vec<codec::FieldSpan>,
     addr: SocketAddr,
     /// True when it came from the pool: it may have been closed by the
     /// upstream while idle, which makes a failure on it worth one retry.
@@ -135,6 +137,7 @@ impl Connection {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: Vec::with_capacity(1024),
+            spans: Vec::new(),
             addr,
             reused: false,
         }

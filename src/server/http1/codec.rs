@@ -2,6 +2,8 @@
 //! response heads out. The pieces both legs share (field spans, lengths,
 //! chunked coding) live in the upstream codec.
 
+use std::mem::MaybeUninit;
+
 use bytes::BytesMut;
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Uri, Version};
@@ -50,12 +52,12 @@ impl From<BadRequest> for HeadError {
 pub(super) fn parse_request_head(
     buf: &mut BytesMut,
     max_size: usize,
+    spans: &mut Vec<FieldSpan>,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut spans = [FieldSpan::default(); MAX_HEADERS];
-    let (length, method, target, minor, count) = {
-        let mut request = httparse::Request::new(&mut fields);
-        let length = match request.parse(buf) {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let (length, method, target, minor) = {
+        let mut request = httparse::Request::new(&mut []);
+        let length = match request.parse_with_uninit_headers(buf, &mut fields) {
             Ok(httparse::Status::Complete(length)) if length <= max_size => length,
             Ok(httparse::Status::Partial) if buf.len() < max_size => return Ok(None),
             Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
@@ -66,20 +68,19 @@ pub(super) fn parse_request_head(
             let start = text.as_ptr() as usize - base;
             (start, start + text.len())
         };
-        wire::record_spans(buf, request.headers, &mut spans);
+        wire::record_spans(buf, request.headers, spans);
         (
             length,
             request.method.map(offsets).unwrap_or_default(),
             request.path.map(offsets).unwrap_or_default(),
             request.version.unwrap_or_default(),
-            request.headers.len(),
         )
     };
     let head = buf.split_to(length).freeze();
     let method = Method::from_bytes(&head[method.0..method.1]).map_err(|_| BadRequest::Syntax)?;
     let uri =
         Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| BadRequest::Target)?;
-    let headers = wire::header_map(&head, &spans[..count]).ok_or(BadRequest::Syntax)?;
+    let headers = wire::header_map(&head, spans).ok_or(BadRequest::Syntax)?;
     let version = if minor == 1 {
         Version::HTTP_11
     } else {

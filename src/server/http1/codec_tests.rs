@@ -4,7 +4,7 @@ const MAX: usize = 64 * 1024;
 
 fn parse(raw: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut buf = BytesMut::from(raw);
-    parse_request_head(&mut buf, MAX)
+    parse_request_head(&mut buf, MAX, &mut Vec::new())
 }
 
 fn framing(fields: &str) -> Result<BodyFraming, HeadError> {
@@ -15,7 +15,7 @@ fn framing(fields: &str) -> Result<BodyFraming, HeadError> {
 #[test]
 fn a_head_is_parsed_and_taken_off_the_buffer() {
     let mut buf = BytesMut::from(&b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Two: 2\r\n\r\nNEXT"[..]);
-    let head = parse_request_head(&mut buf, MAX).unwrap().unwrap();
+    let head = parse_request_head(&mut buf, MAX, &mut Vec::new()).unwrap().unwrap();
     assert_eq!(head.parts.method, Method::GET);
     assert_eq!(head.parts.uri, "/a?b=1");
     assert_eq!(head.parts.version, Version::HTTP_11);
@@ -33,7 +33,7 @@ fn an_incomplete_head_waits_for_more_and_an_oversized_one_is_refused() {
     let mut buf = BytesMut::from(&b"GET /a HTTP/1.1\r\nX-Big: "[..]);
     buf.extend_from_slice(&[b'a'; 100]);
     assert_eq!(
-        parse_request_head(&mut buf, 64).unwrap_err(),
+        parse_request_head(&mut buf, 64, &mut Vec::new()).unwrap_err(),
         HeadError::TooLarge
     );
     let many: String = (0..MAX_HEADERS + 1).map(|i| format!("x-{i}: v\r\n")).collect();
@@ -199,10 +199,10 @@ mod properties {
             let whole = parse(&bytes).map(|head| head.map(|head| head.parts.uri));
             let cut = cut.min(bytes.len());
             let mut buf = BytesMut::from(&bytes[..cut]);
-            let mut found = parse_request_head(&mut buf, MAX).map(|head| head.map(|head| head.parts.uri));
+            let mut found = parse_request_head(&mut buf, MAX, &mut Vec::new()).map(|head| head.map(|head| head.parts.uri));
             if matches!(found, Ok(None)) {
                 buf.extend_from_slice(&bytes[cut..]);
-                found = parse_request_head(&mut buf, MAX).map(|head| head.map(|head| head.parts.uri));
+                found = parse_request_head(&mut buf, MAX, &mut Vec::new()).map(|head| head.map(|head| head.parts.uri));
             }
             prop_assert_eq!(found, whole);
         }

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::SizeHint;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::proxy::client::codec::{ChunkedDecoder, Decoded};
+use crate::proxy::client::codec::{ChunkedDecoder, Decoded, FieldSpan};
 use crate::proxy::inbound::{ClientBodyError, ReadBody};
 
 use super::codec::BodyFraming;
@@ -26,6 +26,8 @@ pub(super) struct Inbound<I> {
     pub(super) io: I,
     /// Bytes read and not consumed yet: the next head, or body bytes.
     pub(super) buf: BytesMut,
+    /// Where the fields of the head being parsed lie; kept to be reused.
+    pub(super) spans: Vec<FieldSpan>,
     body: Body,
     /// Bytes of the `100 Continue` answer still to write, when the client
     /// waits for one before sending its body.
@@ -47,6 +49,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Inbound<I> {
         Self {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            spans: Vec::new(),
             body: Body::Done,
             continue_left: 0,
         }

@@ -211,7 +211,7 @@ async fn read_head<I: AsyncRead + AsyncWrite + Unpin>(
             if conn.buf.len() >= H2_PREFACE.len() {
                 return Ok(Next::Http2);
             }
-        } else if let Some(head) = codec::parse_request_head(&mut conn.buf, limits.max_header_size)?
+        } else if let Some(head) = codec::parse_request_head(&mut conn.buf, limits.max_header_size, &mut conn.spans)?
         {
             return Ok(Next::Request(head));
         }
