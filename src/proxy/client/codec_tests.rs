@@ -61,7 +61,7 @@ fn response_head_is_parsed_and_removed_from_the_buffer() {
     let mut buf = BytesMut::from(
         "HTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 5\r\n\r\nhelloNEXT",
     );
-    let head = parse_response_head(&mut buf, &Method::GET)
+    let head = parse_response_head(&mut buf, &Method::GET, &mut Vec::new())
         .unwrap()
         .unwrap();
     assert_eq!(head.status, StatusCode::CREATED);
@@ -276,7 +276,7 @@ mod fuzz {
         fn any_upstream_bytes_are_parsed_or_refused(bytes in wire(), size in 1usize..64) {
             for method in [Method::GET, Method::HEAD] {
                 let mut buf = BytesMut::from(&bytes[..]);
-                if let Ok(Some(_)) = parse_response_head(&mut buf, &method) {
+                if let Ok(Some(_)) = parse_response_head(&mut buf, &method, &mut Vec::new()) {
                     prop_assert!(buf.len() < bytes.len());
                 }
             }
