@@ -84,16 +84,19 @@ pub(super) async fn forward(
     client: &ClientAddr,
     request: Request<ClientBody<'_>>,
     normalized_path: Option<&str>,
+    received: std::time::Instant,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    // One deadline for the response head, across every attempt.
+    let deadline = Instant::from_std(received) + route.timeout;
     let Some(circuit) = &backend.circuit else {
-        return relay(route, backend, client, request, normalized_path).await;
+        return relay(route, backend, client, request, normalized_path, deadline).await;
     };
     let pass = circuit
         .pass(now_millis())
         .map_err(|CircuitOpen| GatewayError::CircuitOpen {
             backend: backend.name.clone(),
         })?;
-    let result = relay(route, backend, client, request, normalized_path).await;
+    let result = relay(route, backend, client, request, normalized_path, deadline).await;
     if let Some(failed) = backend_verdict(&result) {
         pass.record(failed, now_millis());
     }
@@ -136,6 +139,7 @@ async fn relay(
     client: &ClientAddr,
     request: Request<ClientBody<'_>>,
     normalized_path: Option<&str>,
+    deadline: Instant,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // A declared length over the limit is refused before anything is read.
     let max_body = route.max_body.unwrap_or(u64::MAX);
@@ -168,8 +172,6 @@ async fn relay(
     policy.budget.earn();
     // Only least_conn reads in-flight counts: other policies skip the shared counter.
     let track = *backend.balancer.policy() == Balance::LeastConn;
-    // One deadline for the response head, across every attempt.
-    let deadline = Instant::now() + route.timeout;
     let pick = |endpoints: &EndpointSet, exclude: Option<&Endpoint>| {
         let key = RequestKey {
             client_ip: client.ip,

@@ -112,7 +112,14 @@ impl Gateway {
             (Ok(()), None) => response::default_response(&snapshot.default_response),
             (Ok(()), Some(route)) => {
                 let backend = &snapshot.backends[route.backend];
-                forward::forward(route, backend, &ctx.client, request, normalized.as_deref())
+                forward::forward(
+                    route,
+                    backend,
+                    &ctx.client,
+                    request,
+                    normalized.as_deref(),
+                    outcome.start,
+                )
                     .await
                     .unwrap_or_else(GatewayError::into_response)
             }

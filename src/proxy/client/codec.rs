@@ -151,13 +151,13 @@ pub(super) fn parse_response_head(
     };
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Status)?;
     let head = buf.split_to(length).freeze();
-    let headers = header_map(&head, spans).ok_or(HeadError::Field)?;
+    let (headers, present) = header_map(&head, spans).ok_or(HeadError::Field)?;
     let version = if minor == 1 {
         Version::HTTP_11
     } else {
         Version::HTTP_10
     };
-    let (framing, keep_alive) = response_framing(status, version, &headers, method)?;
+    let (framing, keep_alive) = response_framing(status, version, &headers, present, method)?;
     Ok(Some(ResponseHead {
         status,
         version,
@@ -169,8 +169,11 @@ pub(super) fn parse_response_head(
 
 /// Whether a message's sender keeps the connection open after it: by
 /// default in HTTP/1.1, on request in HTTP/1.0 (RFC 9112 §9.3).
-pub(crate) fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+pub(crate) fn keep_alive(version: Version, headers: &HeaderMap, present: Present) -> bool {
     let mut keep_alive = version == Version::HTTP_11;
+    if !present.connection {
+        return keep_alive;
+    }
     for value in headers.get_all(header::CONNECTION) {
         for token in value.as_bytes().split(|&b| b == b',') {
             let token = token.trim_ascii();
@@ -189,9 +192,10 @@ fn response_framing(
     status: StatusCode,
     version: Version,
     headers: &HeaderMap,
+    present: Present,
     method: &Method,
 ) -> Result<(ResponseFraming, bool), HeadError> {
-    let mut keep_alive = keep_alive(version, headers);
+    let mut keep_alive = keep_alive(version, headers, present);
     let bodiless = method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -199,8 +203,8 @@ fn response_framing(
     if bodiless {
         return Ok((ResponseFraming::Empty, keep_alive));
     }
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if codings.peek().is_some() {
+    if present.transfer_encoding {
+        let codings = headers.get_all(header::TRANSFER_ENCODING).iter();
         let chunked = codings.last().is_some_and(|value| {
             value
                 .as_bytes()
@@ -210,7 +214,7 @@ fn response_framing(
         });
         // A length beside a coding is a framing conflict: the coding wins
         // (RFC 9112 §6.3) and the connection is not trusted further.
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if present.content_length {
             keep_alive = false;
         }
         return Ok(if chunked {
@@ -218,6 +222,9 @@ fn response_framing(
         } else {
             (ResponseFraming::UntilClose, false)
         });
+    }
+    if !present.content_length {
+        return Ok((ResponseFraming::UntilClose, false));
     }
     match content_length(headers).map_err(|InvalidLength| HeadError::ContentLength)? {
         Some(0) => Ok((ResponseFraming::Empty, keep_alive)),
@@ -249,16 +256,37 @@ pub(crate) fn record_spans(buf: &[u8], fields: &[httparse::Header<'_>], spans: &
     }));
 }
 
+/// The framing and connection fields a head carries, noted while its header
+/// map is built, so that reading the head looks up only those present.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Present {
+    pub(crate) content_length: bool,
+    pub(crate) transfer_encoding: bool,
+    pub(crate) connection: bool,
+    pub(crate) expect: bool,
+}
+
 /// The header map of a frozen head; values share the head's bytes rather
 /// than copying them. `None` if a name or value is invalid.
-pub(crate) fn header_map(head: &Bytes, spans: &[FieldSpan]) -> Option<HeaderMap> {
+pub(crate) fn header_map(head: &Bytes, spans: &[FieldSpan]) -> Option<(HeaderMap, Present)> {
     let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut present = Present::default();
     for span in spans {
         let name = HeaderName::from_bytes(&head[span.name.0..span.name.1]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1)).ok()?;
+        // Comparing standard names is an integer compare.
+        if name == header::CONTENT_LENGTH {
+            present.content_length = true;
+        } else if name == header::TRANSFER_ENCODING {
+            present.transfer_encoding = true;
+        } else if name == header::CONNECTION {
+            present.connection = true;
+        } else if name == header::EXPECT {
+            present.expect = true;
+        }
         headers.append(name, value);
     }
-    Some(headers)
+    Some((headers, present))
 }
 
 /// `Content-Length` fields that are not digits, or that disagree.

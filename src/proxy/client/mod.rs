@@ -24,7 +24,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -38,9 +38,10 @@ use crate::backend::endpoint::InFlight;
 use crate::backend::Admission;
 use crate::proxy::inbound::{ClientBody, ClientBodyError};
 
-/// How long an idle pooled connection is trusted. Upstreams commonly close idle
-/// keep-alive connections after 60–75 s; staying under that avoids most races.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// How long an idle pooled connection is trusted, in sweeps (seconds).
+/// Upstreams commonly close idle keep-alive connections after 60–75 s;
+/// staying under that avoids most races.
+const IDLE_SWEEPS: u64 = 50;
 /// Idle connections kept per endpoint per worker.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// How often each worker drops closed and expired idle connections.
@@ -176,20 +177,42 @@ pub enum ConnectError {
 #[derive(Debug)]
 struct Idle {
     connection: Connection,
-    since: Instant,
+    /// The pool's sweep count when it was checked in.
+    since: u64,
 }
 
 #[derive(Debug, Default)]
 struct Pool {
-    idle: HashMap<SocketAddr, Vec<Idle>>,
+    /// Keyed by endpoint addresses, which rgate chose: no need for a
+    /// collision-resistant (and slower) hash.
+    idle: HashMap<SocketAddr, Vec<Idle>, rustc_hash::FxBuildHasher>,
+    /// Sweeps so far: the pool's clock, so ageing connections reads none.
+    sweeps: u64,
+}
+
+impl Idle {
+    fn is_fresh(&self, sweeps: u64) -> bool {
+        sweeps - self.since < IDLE_SWEEPS && self.connection.is_usable()
+    }
 }
 
 thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
-fn take_idle(addr: SocketAddr) -> Option<Idle> {
-    POOL.with(|pool| pool.borrow_mut().idle.get_mut(&addr).and_then(Vec::pop))
+/// An idle connection to `addr` that is still fit for use, if any.
+fn take_idle(addr: SocketAddr) -> Option<Connection> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let sweeps = pool.sweeps;
+        let idle = pool.idle.get_mut(&addr)?;
+        while let Some(candidate) = idle.pop() {
+            if candidate.is_fresh(sweeps) {
+                return Some(candidate.connection);
+            }
+        }
+        None
+    })
 }
 
 /// Returns a connection whose exchange is complete to this thread's pool, if
@@ -203,12 +226,10 @@ fn check_in(mut connection: Connection) {
     // try_with: during thread teardown the pool may already be gone.
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
+        let since = pool.sweeps;
         let idle = pool.idle.entry(connection.addr).or_default();
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push(Idle {
-                connection,
-                since: Instant::now(),
-            });
+            idle.push(Idle { connection, since });
         }
     });
 }
@@ -218,15 +239,18 @@ fn check_in(mut connection: Connection) {
 /// endpoints that left their backend and will never be checked out again.
 ///
 /// Its periodic timer also keeps the worker's timer wheel non-empty. Without
-/// it, arming hyper's per-request header-read timer on an empty wheel unparks
-/// the driver: measured at one extra eventfd write per two requests.
+/// it, arming a request's route timeout on an empty wheel unparks the
+/// driver: measured at one extra eventfd write per two requests.
 pub async fn sweep_idle_connections() {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tick.tick().await;
         POOL.with(|pool| {
-            pool.borrow_mut().idle.retain(|_, idle| {
-                idle.retain(|c| c.since.elapsed() < IDLE_TIMEOUT && c.connection.is_usable());
+            let mut pool = pool.borrow_mut();
+            pool.sweeps += 1;
+            let sweeps = pool.sweeps;
+            pool.idle.retain(|_, idle| {
+                idle.retain(|c| c.is_fresh(sweeps));
                 !idle.is_empty()
             });
         });
@@ -238,10 +262,8 @@ pub async fn checkout(
     addr: SocketAddr,
     connect_timeout: Duration,
 ) -> Result<Connection, ConnectError> {
-    while let Some(idle) = take_idle(addr) {
-        if idle.since.elapsed() < IDLE_TIMEOUT && idle.connection.is_usable() {
-            return Ok(idle.connection);
-        }
+    if let Some(connection) = take_idle(addr) {
+        return Ok(connection);
     }
     // Boxed: every request's future would otherwise carry the connect
     // future's space, and copy it around, for what pooling makes rare.

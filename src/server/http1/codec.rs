@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Uri, Version};
 
-use crate::proxy::client::codec::{self as wire, FieldSpan, InvalidLength, MAX_HEADERS};
+use crate::proxy::client::codec::{self as wire, FieldSpan, InvalidLength, Present, MAX_HEADERS};
 use crate::proxy::validate::BadRequest;
 
 use super::date;
@@ -80,15 +80,16 @@ pub(super) fn parse_request_head(
     let method = Method::from_bytes(&head[method.0..method.1]).map_err(|_| BadRequest::Syntax)?;
     let uri =
         Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| BadRequest::Target)?;
-    let headers = wire::header_map(&head, spans).ok_or(BadRequest::Syntax)?;
+    let (headers, present) = wire::header_map(&head, spans).ok_or(BadRequest::Syntax)?;
     let version = if minor == 1 {
         Version::HTTP_11
     } else {
         Version::HTTP_10
     };
-    let framing = body_framing(&headers)?;
-    let keep_alive = wire::keep_alive(version, &headers);
-    let expect_continue = version == Version::HTTP_11
+    let framing = body_framing(&headers, present)?;
+    let keep_alive = wire::keep_alive(version, &headers, present);
+    let expect_continue = present.expect
+        && version == Version::HTTP_11
         && framing != BodyFraming::Empty
         && headers
             .get(header::EXPECT)
@@ -109,16 +110,20 @@ pub(super) fn parse_request_head(
 /// A request body's framing; anything two parsers could read differently is
 /// refused: a coding other than a single `chunked`, both fields at once, or
 /// lengths that disagree.
-fn body_framing(headers: &HeaderMap) -> Result<BodyFraming, BadRequest> {
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(first) = codings.next() {
-        if codings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+fn body_framing(headers: &HeaderMap, present: Present) -> Result<BodyFraming, BadRequest> {
+    if present.transfer_encoding {
+        let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+        let single = codings.next().filter(|_| codings.next().is_none());
+        if !single.is_some_and(|coding| coding.as_bytes().eq_ignore_ascii_case(b"chunked")) {
             return Err(BadRequest::TransferEncoding);
         }
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if present.content_length {
             return Err(BadRequest::ConflictingLengths);
         }
         return Ok(BodyFraming::Chunked);
+    }
+    if !present.content_length {
+        return Ok(BodyFraming::Empty);
     }
     match wire::content_length(headers).map_err(|InvalidLength| BadRequest::ContentLength)? {
         None | Some(0) => Ok(BodyFraming::Empty),

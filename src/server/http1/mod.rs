@@ -129,7 +129,11 @@ where
         conn.start_body(framing, expect_continue);
         let response = if conn.body_done() {
             // Nothing borrows the connection: watch it for the client going away.
-            let handled = Gateway::handle(ctx, Request::from_parts(parts, ClientBody::Empty));
+            // Pinned where it is made: moving a request's future copies all of it.
+            let handled = pin!(Gateway::handle(
+                ctx,
+                Request::from_parts(parts, ClientBody::Empty)
+            ));
             tokio::select! {
                 biased;
                 response = handled => response,
