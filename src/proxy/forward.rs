@@ -196,9 +196,8 @@ async fn relay(
     // A request safe to repeat keeps a template for replays. Its body must be
     // at hand to resend: none, or a small one read in full before sending. An
     // upgrade is never replayed: the upstream may already have switched.
-    let repeatable = !upgrade
-        && policy.attempts > 1
-        && safe_to_repeat(&parts.method, &parts.headers);
+    let repeatable =
+        !upgrade && policy.attempts > 1 && safe_to_repeat(&parts.method, &parts.headers);
     let small = body
         .size_hint()
         .exact()

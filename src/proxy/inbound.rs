@@ -16,8 +16,7 @@ use super::client::BodyFramingError;
 /// A request body read from an HTTP/1 client connection.
 pub trait ReadBody: Send {
     /// The next piece of the body; `None` after its last byte.
-    fn poll_data(&mut self, cx: &mut Context<'_>)
-        -> Poll<Option<Result<Bytes, ClientBodyError>>>;
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ClientBodyError>>>;
     fn is_end_stream(&self) -> bool;
     fn size_hint(&self) -> SizeHint;
     /// Ready once the client has closed its connection. Only meaningful after

@@ -120,8 +120,8 @@ impl Gateway {
                     normalized.as_deref(),
                     outcome.start,
                 )
-                    .await
-                    .unwrap_or_else(GatewayError::into_response)
+                .await
+                .unwrap_or_else(GatewayError::into_response)
             }
         };
         outcome.status = Some(response.status());

@@ -29,9 +29,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use self::http1::Served;
 use crate::observe::stats::StatsShard;
 use crate::proxy::inbound::ClientBody;
-use self::http1::Served;
 use crate::proxy::{client, ConnectionContext, Gateway, Scheme};
 use crate::tls::{self, HANDSHAKE_TIMEOUT};
 

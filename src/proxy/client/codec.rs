@@ -243,7 +243,11 @@ pub(crate) struct FieldSpan {
 
 /// Records where each parsed field lies in `buf`, in `spans` (a buffer
 /// each connection keeps, so recording allocates nothing).
-pub(crate) fn record_spans(buf: &[u8], fields: &[httparse::Header<'_>], spans: &mut Vec<FieldSpan>) {
+pub(crate) fn record_spans(
+    buf: &[u8],
+    fields: &[httparse::Header<'_>],
+    spans: &mut Vec<FieldSpan>,
+) {
     let base = buf.as_ptr() as usize;
     spans.clear();
     spans.extend(fields.iter().map(|field| {

@@ -165,9 +165,10 @@ impl ResponsePlan {
         version: Version,
         keep_alive: bool,
     ) -> Self {
-        let declared =
-            headers.contains_key(header::CONTENT_LENGTH) || headers.contains_key(header::TRANSFER_ENCODING);
-        let (framing, send_body) = if status.is_informational() || status == StatusCode::NO_CONTENT {
+        let declared = headers.contains_key(header::CONTENT_LENGTH)
+            || headers.contains_key(header::TRANSFER_ENCODING);
+        let (framing, send_body) = if status.is_informational() || status == StatusCode::NO_CONTENT
+        {
             (ResponseFraming::None, false)
         } else if status == StatusCode::NOT_MODIFIED || (method == Method::HEAD && declared) {
             (ResponseFraming::AsIs, false)

@@ -15,7 +15,9 @@ fn framing(fields: &str) -> Result<BodyFraming, HeadError> {
 #[test]
 fn a_head_is_parsed_and_taken_off_the_buffer() {
     let mut buf = BytesMut::from(&b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Two: 2\r\n\r\nNEXT"[..]);
-    let head = parse_request_head(&mut buf, MAX, &mut Vec::new()).unwrap().unwrap();
+    let head = parse_request_head(&mut buf, MAX, &mut Vec::new())
+        .unwrap()
+        .unwrap();
     assert_eq!(head.parts.method, Method::GET);
     assert_eq!(head.parts.uri, "/a?b=1");
     assert_eq!(head.parts.version, Version::HTTP_11);
@@ -36,7 +38,9 @@ fn an_incomplete_head_waits_for_more_and_an_oversized_one_is_refused() {
         parse_request_head(&mut buf, 64, &mut Vec::new()).unwrap_err(),
         HeadError::TooLarge
     );
-    let many: String = (0..MAX_HEADERS + 1).map(|i| format!("x-{i}: v\r\n")).collect();
+    let many: String = (0..MAX_HEADERS + 1)
+        .map(|i| format!("x-{i}: v\r\n"))
+        .collect();
     let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
     assert_eq!(parse(raw.as_bytes()).unwrap_err(), HeadError::TooLarge);
 }
@@ -45,7 +49,10 @@ fn an_incomplete_head_waits_for_more_and_an_oversized_one_is_refused() {
 fn bodies_are_framed_by_one_length_or_a_single_chunked_coding() {
     assert_eq!(framing(""), Ok(BodyFraming::Empty));
     assert_eq!(framing("content-length: 0\r\n"), Ok(BodyFraming::Empty));
-    assert_eq!(framing("content-length: 12\r\n"), Ok(BodyFraming::Length(12)));
+    assert_eq!(
+        framing("content-length: 12\r\n"),
+        Ok(BodyFraming::Length(12))
+    );
     assert_eq!(
         framing("content-length: 12\r\ncontent-length: 12\r\n"),
         Ok(BodyFraming::Length(12))
@@ -65,8 +72,14 @@ fn ambiguous_framing_is_refused() {
         "transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n",
         BadRequest::TransferEncoding,
     );
-    bad("transfer-encoding: gzip, chunked\r\n", BadRequest::TransferEncoding);
-    bad("transfer-encoding: identity\r\n", BadRequest::TransferEncoding);
+    bad(
+        "transfer-encoding: gzip, chunked\r\n",
+        BadRequest::TransferEncoding,
+    );
+    bad(
+        "transfer-encoding: identity\r\n",
+        BadRequest::TransferEncoding,
+    );
     bad(
         "content-length: 3\r\ntransfer-encoding: chunked\r\n",
         BadRequest::ConflictingLengths,
@@ -75,7 +88,10 @@ fn ambiguous_framing_is_refused() {
         "transfer-encoding: chunked\r\ncontent-length: 3\r\n",
         BadRequest::ConflictingLengths,
     );
-    bad("content-length: 3\r\ncontent-length: 4\r\n", BadRequest::ContentLength);
+    bad(
+        "content-length: 3\r\ncontent-length: 4\r\n",
+        BadRequest::ContentLength,
+    );
     bad("content-length: +3\r\n", BadRequest::ContentLength);
 }
 
@@ -103,7 +119,8 @@ fn keep_alive_and_expect_continue_follow_version_and_fields() {
     assert!(!head("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
     assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
     assert!(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
-    let expecting = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+    let expecting =
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
     assert!(head(expecting).expect_continue);
     let bodiless = "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n";
     assert!(!head(bodiless).expect_continue);
@@ -149,7 +166,10 @@ fn a_response_head_carries_rgates_framing_and_connection_fields_only() {
     assert!(encoded(closing, &fields, Version::HTTP_11).ends_with("connection: close\r\n\r\n"));
     assert!(encoded(plan, &fields, Version::HTTP_10).ends_with("connection: keep-alive\r\n\r\n"));
     let undated = encoded(plan, &[], Version::HTTP_11);
-    assert!(undated.contains("\r\ndate: ") && undated.contains(" GMT\r\n"), "{undated}");
+    assert!(
+        undated.contains("\r\ndate: ") && undated.contains(" GMT\r\n"),
+        "{undated}"
+    );
 }
 
 #[test]
@@ -168,18 +188,39 @@ fn the_plan_follows_method_status_length_and_version() {
     };
     use ResponseFraming as F;
     let v11 = Version::HTTP_11;
-    assert_eq!(plan(200, &[], Some(3), Method::GET, v11), (F::Length(3), true, true));
-    assert_eq!(plan(200, &[], None, Method::GET, v11), (F::Chunked, true, true));
+    assert_eq!(
+        plan(200, &[], Some(3), Method::GET, v11),
+        (F::Length(3), true, true)
+    );
+    assert_eq!(
+        plan(200, &[], None, Method::GET, v11),
+        (F::Chunked, true, true)
+    );
     assert_eq!(
         plan(200, &[], None, Method::GET, Version::HTTP_10),
         (F::UntilClose, true, false)
     );
     let declared = [("content-length", "40")];
-    assert_eq!(plan(200, &declared, Some(0), Method::HEAD, v11), (F::AsIs, false, true));
-    assert_eq!(plan(200, &[], Some(7), Method::HEAD, v11), (F::Length(7), false, true));
-    assert_eq!(plan(304, &declared, Some(0), Method::GET, v11), (F::AsIs, false, true));
-    assert_eq!(plan(204, &[], Some(0), Method::GET, v11), (F::None, false, true));
-    assert_eq!(plan(101, &[], Some(0), Method::GET, v11), (F::None, false, true));
+    assert_eq!(
+        plan(200, &declared, Some(0), Method::HEAD, v11),
+        (F::AsIs, false, true)
+    );
+    assert_eq!(
+        plan(200, &[], Some(7), Method::HEAD, v11),
+        (F::Length(7), false, true)
+    );
+    assert_eq!(
+        plan(304, &declared, Some(0), Method::GET, v11),
+        (F::AsIs, false, true)
+    );
+    assert_eq!(
+        plan(204, &[], Some(0), Method::GET, v11),
+        (F::None, false, true)
+    );
+    assert_eq!(
+        plan(101, &[], Some(0), Method::GET, v11),
+        (F::None, false, true)
+    );
 }
 
 mod properties {

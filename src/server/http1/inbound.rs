@@ -126,10 +126,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Inbound<I> {
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin + Send> ReadBody for Inbound<I> {
-    fn poll_data(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, ClientBodyError>>> {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ClientBodyError>>> {
         loop {
             match self.take_data() {
                 Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),

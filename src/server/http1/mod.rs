@@ -36,8 +36,8 @@ use crate::response::ResponseBody;
 
 use self::codec::{HeadError, RequestHead, ResponseFraming, ResponsePlan};
 use self::inbound::Inbound;
-use super::Limits;
 pub(crate) use self::prefixed::Prefixed;
+use super::Limits;
 
 /// How long a connection closed in the middle of a request body keeps
 /// reading (and discarding) what the client still sends, so that the
@@ -211,11 +211,16 @@ async fn read_head<I: AsyncRead + AsyncWrite + Unpin>(
     waiting: &mut Waiting,
 ) -> Result<Next, HeadError> {
     loop {
-        if waiting.first && conn.buf.starts_with(&H2_PREFACE[..conn.buf.len().min(H2_PREFACE.len())]) {
+        if waiting.first
+            && conn
+                .buf
+                .starts_with(&H2_PREFACE[..conn.buf.len().min(H2_PREFACE.len())])
+        {
             if conn.buf.len() >= H2_PREFACE.len() {
                 return Ok(Next::Http2);
             }
-        } else if let Some(head) = codec::parse_request_head(&mut conn.buf, limits.max_header_size, &mut conn.spans)?
+        } else if let Some(head) =
+            codec::parse_request_head(&mut conn.buf, limits.max_header_size, &mut conn.spans)?
         {
             return Ok(Next::Request(head));
         }
@@ -262,7 +267,8 @@ async fn write_response<I: AsyncWrite + Unpin>(
                 out.extend_from_slice(&bytes);
                 io.write_all(out).await?;
             } else {
-                io.write_all_buf(&mut bytes::Buf::chain(out.as_slice(), bytes)).await?;
+                io.write_all_buf(&mut bytes::Buf::chain(out.as_slice(), bytes))
+                    .await?;
             }
             io.flush().await?;
             Ok(None)
@@ -316,7 +322,8 @@ async fn stream_body<I: AsyncWrite + Unpin>(
             io.write_all(out).await?;
             out.clear();
         } else {
-            io.write_all_buf(&mut bytes::Buf::chain(out.as_slice(), data)).await?;
+            io.write_all_buf(&mut bytes::Buf::chain(out.as_slice(), data))
+                .await?;
             out.clear();
             if chunked {
                 out.extend_from_slice(b"\r\n");
