@@ -19,7 +19,7 @@ use super::headers::{self, ClientAddr, Forwarded, X_REQUEST_ID};
 use super::inbound::{ClientBody, ClientBodyError};
 use super::tunnel::Tunnel;
 use crate::backend::balance::{Balance, RequestKey};
-use crate::backend::breaker::CircuitOpen;
+use crate::backend::breaker::{CircuitOpen, Pass};
 use crate::backend::endpoint::{Endpoint, EndpointSet, InFlight};
 use crate::backend::outlier::now_millis;
 use crate::backend::{Admission, Backend, Saturated};
@@ -50,6 +50,8 @@ enum FailureKind {
     TooLarge,
     /// The client went away while the upstream was answering.
     ClientGone,
+    /// No response head by the route's deadline.
+    Timeout,
 }
 
 impl FailureKind {
@@ -65,6 +67,7 @@ impl FailureKind {
             FailureKind::ClientBody(source) => GatewayError::ClientBody { backend, source },
             FailureKind::TooLarge => GatewayError::BodyTooLarge { backend },
             FailureKind::ClientGone => GatewayError::ClientGone { backend },
+            FailureKind::Timeout => GatewayError::UpstreamTimeout { backend },
         }
     }
 
@@ -78,26 +81,13 @@ impl FailureKind {
     }
 }
 
-pub(super) async fn forward(
-    route: &Route,
-    backend: &Arc<Backend>,
-    client: &ClientAddr,
-    request: Request<ClientBody<'_>>,
-    normalized_path: Option<&str>,
-    received: std::time::Instant,
+/// Tells the backend's circuit how the request ended, when that says
+/// something about the backend's health; otherwise the pass is released.
+fn settle(
+    pass: Option<Pass<'_>>,
+    result: Result<Response<ResponseBody>, GatewayError>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    // One deadline for the response head, across every attempt.
-    let deadline = Instant::from_std(received) + route.timeout;
-    let Some(circuit) = &backend.circuit else {
-        return relay(route, backend, client, request, normalized_path, deadline).await;
-    };
-    let pass = circuit
-        .pass(now_millis())
-        .map_err(|CircuitOpen| GatewayError::CircuitOpen {
-            backend: backend.name.clone(),
-        })?;
-    let result = relay(route, backend, client, request, normalized_path, deadline).await;
-    if let Some(failed) = backend_verdict(&result) {
+    if let (Some(pass), Some(failed)) = (pass, backend_verdict(&result)) {
         pass.record(failed, now_millis());
     }
     result
@@ -131,16 +121,29 @@ fn backend_verdict(result: &Result<Response<ResponseBody>, GatewayError>) -> Opt
     }
 }
 
-/// Admits the request under the bulkhead, then sends it to an endpoint,
-/// retrying within the route's policy.
-async fn relay(
+/// Admits the request past the backend's circuit and bulkhead, then sends it
+/// to an endpoint, retrying within the route's policy.
+///
+/// One function from admission to answer: every nested future would be
+/// built and then copied into this one's state, per request.
+pub(super) async fn forward(
     route: &Route,
     backend: &Arc<Backend>,
     client: &ClientAddr,
     request: Request<ClientBody<'_>>,
     normalized_path: Option<&str>,
-    deadline: Instant,
+    received: std::time::Instant,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    // One deadline for the response head, across every attempt.
+    let deadline = Instant::from_std(received) + route.timeout;
+    let pass = match &backend.circuit {
+        None => None,
+        Some(circuit) => Some(circuit.pass(now_millis()).map_err(|CircuitOpen| {
+            GatewayError::CircuitOpen {
+                backend: backend.name.clone(),
+            }
+        })?),
+    };
     // A declared length over the limit is refused before anything is read.
     let max_body = route.max_body.unwrap_or(u64::MAX);
     if request
@@ -230,26 +233,26 @@ async fn relay(
         let probe = backend
             .breaker
             .is_some_and(|breaker| breaker.on_send(&endpoint.breaker, now_millis()));
-        let outcome = timeout_at(
-            deadline,
-            attempt(backend, &endpoint, track, &parts, &forwarded, body),
-        )
-        .await;
+        let outcome = attempt(backend, &endpoint, track, &parts, &forwarded, body, deadline).await;
         observe(backend, &endpoint, probe, &outcome);
         // What to answer if there is no retry, and what a retry would send.
         let (last, next, reused, free) = match outcome {
             // The upstream may be working on it: never repeated.
-            Err(_) => {
-                return Err(GatewayError::UpstreamTimeout {
+            Err(Failure {
+                kind: FailureKind::Timeout,
+                ..
+            }) => {
+                let timeout = GatewayError::UpstreamTimeout {
                     backend: backend.name.clone(),
-                })
+                };
+                return settle(pass, Err(timeout));
             }
-            Ok(Ok(exchange)) => {
+            Ok(exchange) => {
                 let retry = policy.on_status.contains(&exchange.response.status());
                 let next = retry.then(|| replay(&replay_body)).flatten();
                 (Last::Answer(exchange), next, false, false)
             }
-            Ok(Err(failure)) => match failure.unsent {
+            Err(failure) => match failure.unsent {
                 // Never left rgate: no upstream saw it, so it costs no budget.
                 Some(unsent) => (
                     Last::Failed(failure.kind),
@@ -280,7 +283,7 @@ async fn relay(
                 tries += 1;
             }
             _ => {
-                return match last {
+                let result = match last {
                     Last::Answer(exchange) => Ok(
                         if upgrade && exchange.response.status() == StatusCode::SWITCHING_PROTOCOLS
                         {
@@ -290,7 +293,8 @@ async fn relay(
                         },
                     ),
                     Last::Failed(kind) => Err(kind.into_error(&backend.name)),
-                }
+                };
+                return settle(pass, result);
             }
         }
     }
@@ -311,15 +315,15 @@ fn observe(
     backend: &Backend,
     endpoint: &Endpoint,
     probe: bool,
-    outcome: &Result<Result<Exchange, Failure<'_>>, tokio::time::error::Elapsed>,
+    outcome: &Result<Exchange, Failure<'_>>,
 ) {
     if backend.outlier.is_none() && backend.breaker.is_none() {
         return;
     }
     let failed = match outcome {
-        Ok(Ok(exchange)) => exchange.response.status().is_server_error(),
-        Ok(Err(failure)) if failure.kind.is_client_fault() => return,
-        Ok(Err(_)) | Err(_) => true,
+        Ok(exchange) => exchange.response.status().is_server_error(),
+        Err(failure) if failure.kind.is_client_fault() => return,
+        Err(_) => true,
     };
     let now = now_millis();
     if let Some(outlier) = &backend.outlier {
@@ -356,20 +360,30 @@ async fn attempt<'a>(
     head: &http::request::Parts,
     forwarded: &Forwarded<'_>,
     body: RequestBody<'a>,
+    deadline: Instant,
 ) -> Result<Exchange, Failure<'a>> {
     let in_flight = track.then(|| endpoint.start_request());
-    let mut connection = match client::checkout(endpoint.addr, backend.connect_timeout).await {
-        Ok(connection) => connection,
-        Err(error) => {
+    // A pooled connection is ready at the first poll: no timer is armed then.
+    let checkout = timeout_at(
+        deadline,
+        client::checkout(endpoint.addr, backend.connect_timeout),
+    );
+    let mut connection = match checkout.await {
+        Ok(Ok(connection)) => connection,
+        failed => {
+            let kind = match failed {
+                Ok(Err(error)) => FailureKind::Connect(error),
+                _ => FailureKind::Timeout,
+            };
             return Err(Failure {
-                kind: FailureKind::Connect(error),
+                kind,
                 unsent: Some(body),
                 reused: false,
-            })
+            });
         }
     };
     let reused = connection.reused;
-    match connection.send(head, forwarded, body).await {
+    match connection.send(head, forwarded, body, deadline).await {
         Ok(response) => Ok(Exchange {
             response,
             connection,
@@ -380,6 +394,7 @@ async fn attempt<'a>(
                 SendError::TooLarge => FailureKind::TooLarge,
                 SendError::ClientBody(error) => FailureKind::ClientBody(error),
                 SendError::ClientGone => FailureKind::ClientGone,
+                SendError::Timeout => FailureKind::Timeout,
                 SendError::Head(error) => FailureKind::BadResponse(error),
                 error @ (SendError::Write(_) | SendError::Read(_) | SendError::Closed) => {
                     FailureKind::Broken(error)

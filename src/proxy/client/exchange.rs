@@ -7,6 +7,7 @@ use http::{header, Method, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::time::Instant;
 
 use super::codec::{self, HeadError, RequestFraming, ResponseFraming, ResponseHead};
 use super::{Connection, RequestBody, RequestBodyError, READ_CHUNK};
@@ -36,6 +37,8 @@ pub enum SendError {
     ClientBody(#[source] ClientBodyError),
     #[error("the client went away while waiting for the response")]
     ClientGone,
+    #[error("no response head by the route's deadline")]
+    Timeout,
     #[error("the client's body is over the route's max_body")]
     TooLarge,
 }
@@ -62,7 +65,45 @@ impl Connection {
     /// while watching for the upstream to answer early (it may refuse a body
     /// without reading it); an early answer stops the upload, and the
     /// connection is then not reused.
+    ///
+    /// The exchange must have its response head by `deadline`. The
+    /// connection's one timer bounds it: arming a timer per request would
+    /// cost a timer-wheel insert and removal each time, so a timer that fires
+    /// early (armed for an earlier request) is re-armed instead, and with
+    /// steady route timeouts that happens about once per timeout period.
     pub(crate) async fn send<'a>(
+        &mut self,
+        head: &http::request::Parts,
+        forwarded: &Forwarded<'_>,
+        body: RequestBody<'a>,
+        deadline: Instant,
+    ) -> Result<Response<Framing>, Failed<'a>> {
+        let mut timer = match self.timer.take() {
+            Some(timer) => timer,
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        let expired = async {
+            loop {
+                timer.as_mut().await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                timer.as_mut().reset(deadline);
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            result = self.exchange(head, forwarded, body) => result,
+            () = expired => Err(SendError::Timeout.into()),
+        };
+        self.timer = Some(timer);
+        result
+    }
+
+    async fn exchange<'a>(
         &mut self,
         head: &http::request::Parts,
         forwarded: &Forwarded<'_>,

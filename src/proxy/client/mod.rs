@@ -126,6 +126,9 @@ pub struct Connection {
     write_buf: Vec<u8>,
     /// Where the fields of the response head being parsed lie.
     spans: Vec<codec::FieldSpan>,
+    /// Bounds each exchange by its route's deadline; one per connection,
+    /// re-armed lazily (see [`Connection::send`]).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     addr: SocketAddr,
     /// True when it came from the pool: it may have been closed by the
     /// upstream while idle, which makes a failure on it worth one retry.
@@ -139,6 +142,7 @@ impl Connection {
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: Vec::with_capacity(1024),
             spans: Vec::new(),
+            timer: None,
             addr,
             reused: false,
         }
