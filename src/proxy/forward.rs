@@ -136,14 +136,15 @@ pub(super) async fn forward(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // One deadline for the response head, across every attempt.
     let deadline = Instant::from_std(received) + route.timeout;
-    let pass = match &backend.circuit {
-        None => None,
-        Some(circuit) => Some(circuit.pass(now_millis()).map_err(|CircuitOpen| {
-            GatewayError::CircuitOpen {
-                backend: backend.name.clone(),
-            }
-        })?),
-    };
+    let pass =
+        match &backend.circuit {
+            None => None,
+            Some(circuit) => Some(circuit.pass(now_millis()).map_err(|CircuitOpen| {
+                GatewayError::CircuitOpen {
+                    backend: backend.name.clone(),
+                }
+            })?),
+        };
     // A declared length over the limit is refused before anything is read.
     let max_body = route.max_body.unwrap_or(u64::MAX);
     if request
@@ -233,7 +234,10 @@ pub(super) async fn forward(
         let probe = backend
             .breaker
             .is_some_and(|breaker| breaker.on_send(&endpoint.breaker, now_millis()));
-        let outcome = attempt(backend, &endpoint, track, &parts, &forwarded, body, deadline).await;
+        let outcome = attempt(
+            backend, &endpoint, track, &parts, &forwarded, body, deadline,
+        )
+        .await;
         observe(backend, &endpoint, probe, &outcome);
         // What to answer if there is no retry, and what a retry would send.
         let (last, next, reused, free) = match outcome {

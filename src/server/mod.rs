@@ -52,7 +52,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// hyper's smallest read buffer.
+    /// Smaller would refuse ordinary requests (browsers send several KiB of cookies).
     pub const MIN_HEADER_SIZE: usize = 8 * 1024;
     pub const MAX_HEADER_SIZE: usize = 16 * 1024 * 1024;
 }

@@ -204,8 +204,8 @@ fn response_framing(
         return Ok((ResponseFraming::Empty, keep_alive));
     }
     if present.transfer_encoding {
-        let codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-        let chunked = codings.last().is_some_and(|value| {
+        let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+        let chunked = codings.next_back().is_some_and(|value| {
             value
                 .as_bytes()
                 .rsplit(|&b| b == b',')

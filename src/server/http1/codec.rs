@@ -86,7 +86,7 @@ pub(super) fn parse_request_head(
     } else {
         Version::HTTP_10
     };
-    let framing = body_framing(&headers, present)?;
+    let framing = body_framing(&headers, present, version)?;
     let keep_alive = wire::keep_alive(version, &headers, present);
     let expect_continue = present.expect
         && version == Version::HTTP_11
@@ -108,10 +108,18 @@ pub(super) fn parse_request_head(
 }
 
 /// A request body's framing; anything two parsers could read differently is
-/// refused: a coding other than a single `chunked`, both fields at once, or
-/// lengths that disagree.
-fn body_framing(headers: &HeaderMap, present: Present) -> Result<BodyFraming, BadRequest> {
+/// refused: a coding other than a single `chunked`, any coding in HTTP/1.0
+/// (which has none: RFC 9112 §6.1 calls that framing faulty), both fields at
+/// once, or lengths that disagree.
+fn body_framing(
+    headers: &HeaderMap,
+    present: Present,
+    version: Version,
+) -> Result<BodyFraming, BadRequest> {
     if present.transfer_encoding {
+        if version == Version::HTTP_10 {
+            return Err(BadRequest::TransferEncoding);
+        }
         let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
         let single = codings.next().filter(|_| codings.next().is_none());
         if !single.is_some_and(|coding| coding.as_bytes().eq_ignore_ascii_case(b"chunked")) {
@@ -180,10 +188,12 @@ impl ResponsePlan {
             };
             (framing, method != Method::HEAD)
         };
+        // A 101 that starts no tunnel leaves the connection in no known state.
+        let until_close = send_body && framing == ResponseFraming::UntilClose;
         Self {
             framing,
             send_body,
-            keep_alive: keep_alive && !(send_body && framing == ResponseFraming::UntilClose),
+            keep_alive: keep_alive && !until_close && status != StatusCode::SWITCHING_PROTOCOLS,
         }
     }
 }

@@ -93,6 +93,11 @@ fn ambiguous_framing_is_refused() {
         BadRequest::ContentLength,
     );
     bad("content-length: +3\r\n", BadRequest::ContentLength);
+    let http_1_0 = parse(b"POST /a HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n");
+    assert_eq!(
+        http_1_0.unwrap_err(),
+        HeadError::Bad(BadRequest::TransferEncoding)
+    );
 }
 
 #[test]
@@ -219,7 +224,7 @@ fn the_plan_follows_method_status_length_and_version() {
     );
     assert_eq!(
         plan(101, &[], Some(0), Method::GET, v11),
-        (F::None, false, true)
+        (F::None, false, false)
     );
 }
 

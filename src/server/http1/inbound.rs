@@ -70,6 +70,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Inbound<I> {
         self.body == Body::Done
     }
 
+    /// Drops what is left of a body nobody read, if all of it has already
+    /// arrived (the common small body, sent with its head): the connection
+    /// can then carry the next request. Never waits for more.
+    pub(super) fn skip_buffered_body(&mut self) -> bool {
+        while let Ok(Some(_)) = self.take_data() {}
+        self.body_done()
+    }
+
     /// Reads more bytes into the buffer; `Ok(0)` at the end of the stream.
     pub(super) fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {

@@ -143,7 +143,7 @@ where
             let body = ClientBody::Http1(&mut conn);
             Gateway::handle(ctx, Request::from_parts(parts, body)).await
         };
-        let body_done = conn.body_done();
+        let body_done = conn.skip_buffered_body();
         let keep_alive = keep_alive
             && body_done
             && !*draining.borrow()
@@ -186,6 +186,8 @@ struct Waiting {
     drained: bool,
 }
 
+// Returned once per request: boxing the head would allocate each time.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Request(RequestHead),
     Http2,
