@@ -235,7 +235,7 @@ fn response_framing(
 
 /// Where a field's name and value lie in a head, as offsets: recorded while
 /// the parser borrows the buffer, sliced once the head is frozen.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct FieldSpan {
     name: (usize, usize),
     value: (usize, usize),
