@@ -168,3 +168,37 @@ async fn an_upgrade_request_is_never_replayed_once_sent() {
     assert_eq!(status, 503);
     assert_eq!(sent(), 3, "the upgrade request reached one upstream only");
 }
+
+#[tokio::test]
+async fn a_silent_tunnel_is_closed_after_the_routes_idle_timeout() {
+    let up = named_upstream("ws", |_| {}).await;
+    let yaml = format!(
+        "routes:\n  - {{path_prefix: /, backend: app, idle_timeout: 300ms}}\n\
+         backends:\n  - {{name: app, servers: [\"{}\"]}}\n",
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml);
+    let (mut socket, _) = connect_async(format!("ws://{}/ws", gw.addr))
+        .await
+        .expect("the upgrade goes through");
+    // Traffic keeps it open past the timeout...
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        socket.send(Message::text("ping")).await.unwrap();
+        assert_eq!(next_message(&mut socket).await, Message::text("ping"));
+    }
+    // ...silence closes it.
+    let silent = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("the idle tunnel is closed within 5 s");
+    assert!(
+        matches!(end, None | Some(Err(_))),
+        "closed, not a message: {end:?}"
+    );
+    let after = silent.elapsed();
+    assert!(
+        after >= Duration::from_millis(250) && after < Duration::from_secs(2),
+        "{after:?}"
+    );
+}

@@ -291,7 +291,7 @@ pub(super) async fn forward(
                     Last::Answer(exchange) => Ok(
                         if upgrade && exchange.response.status() == StatusCode::SWITCHING_PROTOCOLS
                         {
-                            tunnel(exchange, admission, request_id)
+                            tunnel(exchange, admission, request_id, route)
                         } else {
                             into_client_response(exchange, admission, request_id, route)
                         },
@@ -481,6 +481,7 @@ fn tunnel(
     exchange: Exchange,
     admission: Option<Admission>,
     request_id: HeaderValue,
+    route: &Route,
 ) -> Response<ResponseBody> {
     let (response, connection, held) = exchange.finish(admission);
     let (mut parts, _empty) = response.into_parts();
@@ -488,6 +489,6 @@ fn tunnel(
     parts.headers.insert(X_REQUEST_ID.clone(), request_id);
     Response::from_parts(
         parts,
-        ResponseBody::Tunnel(Box::new(Tunnel::new(connection, held))),
+        ResponseBody::Tunnel(Box::new(Tunnel::new(connection, held, route.idle_timeout))),
     )
 }

@@ -4,10 +4,18 @@
 //!
 //! The tunnel is in-flight work on the backend: it keeps its bulkhead slot
 //! (and its least_conn count) for its whole life. Its upstream connection now
-//! carries another protocol, so it never returns to the pool.
+//! carries another protocol, so it never returns to the pool. A tunnel with
+//! no bytes either way for the route's `idle_timeout` is closed, so a
+//! forgotten one cannot hold its slot for ever.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -20,15 +28,17 @@ pub struct Tunnel {
     upstream: TcpStream,
     /// Bytes the upstream sent right behind its 101: the new protocol's.
     early: BytesMut,
+    idle_timeout: Duration,
     _held: Held,
 }
 
 impl Tunnel {
-    pub(crate) fn new(connection: Connection, held: Held) -> Self {
+    pub(crate) fn new(connection: Connection, held: Held, idle_timeout: Duration) -> Self {
         let (upstream, early) = connection.into_io();
         Self {
             upstream,
             early,
+            idle_timeout,
             _held: held,
         }
     }
@@ -39,14 +49,98 @@ impl Tunnel {
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
+        let activity = Activity::new();
         let relayed = async {
             client.write_all(&self.early).await?;
             client.flush().await?;
             self.upstream.write_all(client_early).await?;
-            tokio::io::copy_bidirectional(client, &mut self.upstream).await
+            let mut client = Active {
+                io: client,
+                activity: &activity,
+            };
+            let mut upstream = Active {
+                io: &mut self.upstream,
+                activity: &activity,
+            };
+            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
         };
-        if let Err(error) = relayed.await {
-            debug!(%error, "tunnel ended with an error");
+        tokio::select! {
+            relayed = relayed => if let Err(error) = relayed {
+                debug!(%error, "tunnel ended with an error");
+            },
+            () = activity.idle_for(self.idle_timeout) => debug!("idle tunnel closed"),
         }
+    }
+}
+
+/// When a tunnel last carried bytes, in milliseconds since it opened.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let since = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(since, Relaxed);
+    }
+
+    /// Completes once no bytes have passed for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let due = self.opened + Duration::from_millis(self.last.load(Relaxed)) + timeout;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
+}
+
+/// One side of a tunnel, noting each read that carries bytes.
+struct Active<'a, S> {
+    io: &'a mut S,
+    activity: &'a Activity,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Active<'_, S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut *this.io).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Active<'_, S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_shutdown(cx)
     }
 }
