@@ -288,14 +288,13 @@ pub(super) async fn forward(
             }
             _ => {
                 let result = match last {
-                    Last::Answer(exchange) => Ok(
-                        if upgrade && exchange.response.status() == StatusCode::SWITCHING_PROTOCOLS
-                        {
-                            tunnel(exchange, admission, request_id, route)
-                        } else {
-                            into_client_response(exchange, admission, request_id, route)
-                        },
-                    ),
+                    Last::Answer(exchange) => {
+                        let switched = upgrade
+                            && exchange.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                        Ok(client_response(
+                            exchange, admission, request_id, route, switched,
+                        ))
+                    }
                     Last::Failed(kind) => Err(kind.into_error(&backend.name)),
                 };
                 return settle(pass, result);
@@ -458,37 +457,26 @@ fn replay<'a>(kept: &Option<Option<Bytes>>) -> Option<RequestBody<'a>> {
     kept.as_ref().map(|bytes| RequestBody::Full(bytes.clone()))
 }
 
-fn into_client_response(
+/// The client's answer: the upstream's head, hop-by-hop fields out and the
+/// request id in. An accepted protocol switch keeps its upgrade fields and
+/// carries the upstream connection for the client connection to splice with
+/// (see [`Tunnel`]); any other answer's body streams from its connection.
+fn client_response(
     exchange: Exchange,
     admission: Option<Admission>,
     request_id: HeaderValue,
     route: &Route,
+    switched: bool,
 ) -> Response<ResponseBody> {
     let (response, connection, held) = exchange.finish(admission);
     let (mut parts, framing) = response.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
+    let body = if switched {
+        headers::strip_hop_by_hop_keeping_upgrade(&mut parts.headers);
+        ResponseBody::Tunnel(Box::new(Tunnel::new(connection, held, route.idle_timeout)))
+    } else {
+        headers::strip_hop_by_hop(&mut parts.headers);
+        client::response_body(framing, connection, held, route.idle_timeout)
+    };
     parts.headers.insert(X_REQUEST_ID.clone(), request_id);
-    Response::from_parts(
-        parts,
-        client::response_body(framing, connection, held, route.idle_timeout),
-    )
-}
-
-/// Answers an accepted protocol switch: the upstream's 101 goes to the
-/// client, carrying the upstream connection for the client connection to
-/// splice with (see [`Tunnel`]).
-fn tunnel(
-    exchange: Exchange,
-    admission: Option<Admission>,
-    request_id: HeaderValue,
-    route: &Route,
-) -> Response<ResponseBody> {
-    let (response, connection, held) = exchange.finish(admission);
-    let (mut parts, _empty) = response.into_parts();
-    headers::strip_hop_by_hop_keeping_upgrade(&mut parts.headers);
-    parts.headers.insert(X_REQUEST_ID.clone(), request_id);
-    Response::from_parts(
-        parts,
-        ResponseBody::Tunnel(Box::new(Tunnel::new(connection, held, route.idle_timeout))),
-    )
+    Response::from_parts(parts, body)
 }
