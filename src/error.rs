@@ -48,7 +48,7 @@ pub enum GatewayError {
     UpstreamReset {
         backend: Arc<str>,
         #[source]
-        source: crate::proxy::client::SendError,
+        source: crate::proxy::upstream::SendError,
     },
     #[error("backend {backend}: no response head within the route's timeout")]
     UpstreamTimeout { backend: Arc<str> },
@@ -56,7 +56,7 @@ pub enum GatewayError {
     BadResponse {
         backend: Arc<str>,
         #[source]
-        source: crate::proxy::client::HeadError,
+        source: crate::proxy::upstream::HeadError,
     },
 }
 

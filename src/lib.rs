@@ -14,11 +14,13 @@
 pub mod app;
 pub mod backend;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod discovery;
 pub mod error;
 pub mod observe;
+pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod response;
@@ -26,3 +28,4 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod wire;

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::proxy::client::{BodyError, PooledBody};
 use crate::proxy::tunnel::Tunnel;
+use crate::proxy::upstream::{BodyError, PooledBody};
 use crate::snapshot::DefaultResponse;
 
 /// Every body rgate sends to clients: an upstream's streamed through, or one of

@@ -1,7 +1,7 @@
 //! The compiled route table: longest `path_prefix` wins.
 //!
 //! Pure and synchronous: no sockets, so it is unit-tested and benchmarked directly.
-//! Paths reaching [`Router::find`] are already normalised (see `proxy::normalize`).
+//! Paths reaching [`Router::find`] are already normalised (see `path::normalize`).
 
 use std::time::Duration;
 
@@ -11,6 +11,9 @@ use crate::policy::retry::RetryPolicy;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a response body may stall between frames when the config sets none.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The path rgate answers itself on the main port; routes may not claim it.
+pub const RESERVED_PATH: &str = "/stats";
 
 /// How a route's prefix is compared with a request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

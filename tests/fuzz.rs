@@ -8,7 +8,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use proptest::sample::select;
-use rgate::proxy::normalize;
+use rgate::path::normalize;
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {

@@ -13,7 +13,7 @@ use http::header::{HeaderMap, HeaderName, COOKIE};
 
 use super::breaker::Breaker;
 use super::endpoint::{stable_hash, Endpoint, EndpointSet};
-use super::outlier::now_millis;
+use crate::clock::now_millis;
 
 /// A backend's balancing policy (`balance:` in the config).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -41,7 +41,7 @@ pub struct Breaker {
 #[derive(Debug, Default)]
 pub struct BreakerState {
     state: AtomicU8,
-    /// While open: until when (`outlier::now_millis` time).
+    /// While open: until when (`clock::now_millis` time).
     open_until: AtomicU64,
     window_start: AtomicU64,
     requests: AtomicU32,

@@ -30,7 +30,7 @@ pub struct Endpoint {
     in_flight: AtomicU32,
     /// Failures in a row (passive outlier detection).
     pub(crate) failures: AtomicU32,
-    /// Out of rotation until this `outlier::now_millis()` time; 0 = never ejected.
+    /// Out of rotation until this `clock::now_millis()` time; 0 = never ejected.
     pub(crate) ejected_until: AtomicU64,
     pub(crate) breaker: BreakerState,
     /// The active health check's verdict (true without a health check).
@@ -90,7 +90,7 @@ impl Endpoint {
             return false;
         }
         let until = self.ejected_until.load(Relaxed);
-        until == 0 || until <= super::outlier::now_millis()
+        until == 0 || until <= crate::clock::now_millis()
     }
 
     /// Requests currently sent to this endpoint and not yet finished.

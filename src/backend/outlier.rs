@@ -7,8 +7,7 @@
 //! emptied by its own detector.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::endpoint::{Endpoint, EndpointSet};
 
@@ -22,15 +21,8 @@ pub struct Outlier {
     pub max_ejected_percent: u8,
 }
 
-/// Milliseconds on a process-local clock, never 0 (0 means "not ejected").
-pub(crate) fn now_millis() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
-}
-
 impl Outlier {
-    /// Records one request's outcome on `endpoint`; `now` is [`now_millis`].
+    /// Records one request's outcome on `endpoint`; `now` is [`now_millis`](crate::clock::now_millis).
     /// Returns true when this outcome ejected the endpoint.
     pub fn record(&self, set: &EndpointSet, endpoint: &Endpoint, failed: bool, now: u64) -> bool {
         if !failed {

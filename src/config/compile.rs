@@ -27,13 +27,12 @@ use crate::backend::DEFAULT_CONNECT_TIMEOUT;
 use crate::backend::{Backend, DockerSelector, Source};
 use crate::discovery::{AddressMode, DockerSettings};
 use crate::policy::retry::{RetryBudget, RetryPolicy};
-use crate::router::{PathMatch, Route, Router, DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT};
+use crate::router::{
+    PathMatch, Route, Router, DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT, RESERVED_PATH,
+};
 use crate::server::Limits;
 use crate::snapshot::{DefaultResponse, Snapshot};
 use crate::tls::{self, TlsSettings};
-
-/// Paths rgate answers itself; routes may not claim them.
-pub(crate) const RESERVED_PATH: &str = "/stats";
 
 const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -215,7 +214,7 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     }
     // Request paths are normalised before matching, so any other spelling
     // could never match.
-    if let Some(normal) = crate::proxy::normalize::path(prefix) {
+    if let Some(normal) = crate::path::normalize::path(prefix) {
         return Err(format!(
             "{prefix:?} is not a normalised path (no '//', '.' or '..' segments, \
              no escapes of unreserved characters); write {normal:?}"

@@ -13,7 +13,6 @@ use crate::server::Limits;
 use crate::snapshot::Snapshot;
 use crate::tls::TlsSettings;
 
-pub(crate) use self::compile::RESERVED_PATH;
 pub use self::duration::parse_duration;
 
 /// A valid, compiled configuration.

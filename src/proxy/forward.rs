@@ -12,17 +12,17 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::time::{timeout_at, Instant};
 
-use super::client::{
-    self, ConnectError, Connection, Failed, Framing, Held, RequestBody, SendError,
-};
 use super::headers::{self, ClientAddr, Forwarded, X_REQUEST_ID};
 use super::inbound::{ClientBody, ClientBodyError};
 use super::tunnel::Tunnel;
+use super::upstream::{
+    self, ConnectError, Connection, Failed, Framing, Held, RequestBody, SendError,
+};
 use crate::backend::balance::{Balance, RequestKey};
 use crate::backend::breaker::{CircuitOpen, Pass};
 use crate::backend::endpoint::{Endpoint, EndpointSet, InFlight};
-use crate::backend::outlier::now_millis;
 use crate::backend::{Admission, Backend, Saturated};
+use crate::clock::now_millis;
 use crate::error::GatewayError;
 use crate::policy::retry::safe_to_repeat;
 use crate::response::ResponseBody;
@@ -43,7 +43,7 @@ enum FailureKind {
     /// The connection broke before a response arrived.
     Broken(SendError),
     /// The upstream answered with something that is not HTTP.
-    BadResponse(client::HeadError),
+    BadResponse(upstream::HeadError),
     /// The client's body broke off or was malformed while streaming upstream.
     ClientBody(ClientBodyError),
     /// The client's streamed body passed the route's `max_body`.
@@ -369,7 +369,7 @@ async fn attempt<'a>(
     // A pooled connection is ready at the first poll: no timer is armed then.
     let checkout = timeout_at(
         deadline,
-        client::checkout(endpoint.addr, backend.connect_timeout),
+        upstream::checkout(endpoint.addr, backend.connect_timeout),
     );
     let mut connection = match checkout.await {
         Ok(Ok(connection)) => connection,
@@ -475,7 +475,7 @@ fn client_response(
         ResponseBody::Tunnel(Box::new(Tunnel::new(connection, held, route.idle_timeout)))
     } else {
         headers::strip_hop_by_hop(&mut parts.headers);
-        client::response_body(framing, connection, held, route.idle_timeout)
+        upstream::response_body(framing, connection, held, route.idle_timeout)
     };
     parts.headers.insert(X_REQUEST_ID.clone(), request_id);
     Response::from_parts(parts, body)

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::client::BodyFramingError;
+use crate::wire::chunked::BodyFramingError;
 
 /// A request body read from an HTTP/1 client connection.
 pub trait ReadBody: Send {

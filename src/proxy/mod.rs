@@ -13,12 +13,11 @@
 //! by a drop guard for `/stats`. Errors become responses in exactly one place
 //! ([`GatewayError::into_response`]).
 
-pub mod client;
 mod forward;
 pub(crate) mod headers;
 pub mod inbound;
-pub mod normalize;
 pub mod tunnel;
+pub mod upstream;
 pub mod validate;
 
 use std::sync::Arc;
@@ -26,10 +25,11 @@ use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
 
-use crate::config::RESERVED_PATH;
 use crate::error::GatewayError;
 use crate::observe::stats::{Stats, StatsShard};
+use crate::path::normalize;
 use crate::response::{self, ResponseBody};
+use crate::router::RESERVED_PATH;
 use crate::snapshot::SnapshotHandle;
 
 use self::headers::ClientAddr;

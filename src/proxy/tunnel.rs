@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::client::{Connection, Held};
+use super::upstream::{Connection, Held};
 
 /// The upstream side of a switched connection, carried to the client
 /// connection as the body of the 101 response.

@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use self::http1::Served;
 use crate::observe::stats::StatsShard;
 use crate::proxy::inbound::ClientBody;
-use crate::proxy::{client, ConnectionContext, Gateway, Scheme};
+use crate::proxy::{upstream, ConnectionContext, Gateway, Scheme};
 use crate::tls::{self, HANDSHAKE_TIMEOUT};
 
 const LISTEN_BACKLOG: i32 = 4096;
@@ -203,7 +203,7 @@ impl Worker {
             .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
-        tokio::spawn(client::sweep_idle_connections());
+        tokio::spawn(upstream::sweep_idle_connections());
 
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2

@@ -8,8 +8,8 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Uri, Version};
 
-use crate::proxy::client::codec::{self as wire, FieldSpan, InvalidLength, Present, MAX_HEADERS};
 use crate::proxy::validate::BadRequest;
+use crate::wire::{self, FieldSpan, InvalidLength, Present, MAX_HEADERS};
 
 use super::date;
 

@@ -9,8 +9,9 @@ use bytes::{Bytes, BytesMut};
 use http_body::SizeHint;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::proxy::client::codec::{ChunkedDecoder, Decoded, FieldSpan};
 use crate::proxy::inbound::{ClientBodyError, ReadBody};
+use crate::wire::chunked::{ChunkedDecoder, Decoded};
+use crate::wire::FieldSpan;
 
 use super::codec::BodyFraming;
 

@@ -28,11 +28,11 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::error::GatewayError;
-use crate::proxy::client::codec::{encode_chunk_size, LAST_CHUNK};
 use crate::proxy::inbound::{ClientBody, ReadBody as _};
 use crate::proxy::tunnel::Tunnel;
 use crate::proxy::{ConnectionContext, Gateway};
 use crate::response::ResponseBody;
+use crate::wire::chunked::{encode_chunk_size, LAST_CHUNK};
 
 use self::codec::{HeadError, RequestHead, ResponseFraming, ResponsePlan};
 use self::inbound::Inbound;
@@ -293,7 +293,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
 async fn stream_body<I: AsyncWrite + Unpin>(
     io: &mut I,
     out: &mut Vec<u8>,
-    mut body: crate::proxy::client::PooledBody,
+    mut body: crate::proxy::upstream::PooledBody,
     chunked: bool,
 ) -> io::Result<()> {
     loop {

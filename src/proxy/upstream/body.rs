@@ -9,10 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::codec::{BodyFramingError, ChunkedDecoder, Decoded, ResponseFraming};
+use super::codec::ResponseFraming;
 use super::exchange::Framing;
 use super::{check_in, Connection, Held, READ_CHUNK};
 use crate::response::ResponseBody;
+use crate::wire::chunked::{BodyFramingError, ChunkedDecoder, Decoded};
 
 /// Why a response body stopped before its end.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::proxy::headers::{ClientAddr, Scheme};
+use http::HeaderValue;
 
 fn head(raw: &str, method: &Method) -> Result<Option<ResponseHead>, HeadError> {
     let mut buf = BytesMut::from(raw);
@@ -52,7 +53,7 @@ fn request_head_has_rgates_forwarding_and_framing_fields_only() {
         .unwrap()
         .ends_with("x-request-id: id-9\r\n\r\n"));
     let mut out = Vec::new();
-    encode_chunk_size(300, &mut out);
+    crate::wire::chunked::encode_chunk_size(300, &mut out);
     assert_eq!(out, b"12C\r\n");
 }
 
@@ -177,73 +178,12 @@ fn conflicting_or_malformed_lengths_are_refused() {
     ));
 }
 
-fn decode_all(wire: &[u8], split: usize) -> Result<(Vec<u8>, BytesMut), BodyFramingError> {
-    let mut decoder = ChunkedDecoder::Size;
-    let mut buf = BytesMut::new();
-    let mut body = Vec::new();
-    for piece in wire.chunks(split) {
-        buf.extend_from_slice(piece);
-        loop {
-            match decoder.decode(&mut buf)? {
-                Decoded::Data(data) => body.extend_from_slice(&data),
-                Decoded::End => return Ok((body, buf)),
-                Decoded::Incomplete => break,
-            }
-        }
-    }
-    Ok((body, buf))
-}
-
-#[test]
-fn chunked_bodies_decode_across_any_split() {
-    let wire =
-        b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
-    for split in 1..wire.len() {
-        let (body, rest) = decode_all(wire, split).unwrap();
-        assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz", "split {split}");
-        // What follows the body stays for the next response.
-        assert!(b"NEXT".starts_with(&rest), "split {split}");
-    }
-}
-
-#[test]
-fn malformed_chunked_bodies_are_errors() {
-    assert!(matches!(
-        decode_all(b"zz\r\n", 64),
-        Err(BodyFramingError::ChunkSize)
-    ));
-    assert!(matches!(
-        decode_all(b"\r\n", 64),
-        Err(BodyFramingError::ChunkSize)
-    ));
-    assert!(matches!(
-        decode_all(b"11111111111111111\r\n", 64),
-        Err(BodyFramingError::ChunkSize)
-    ));
-    assert!(matches!(
-        decode_all(b"5 x\r\nhello\r\n", 64),
-        Err(BodyFramingError::ChunkSize)
-    ));
-    assert!(matches!(
-        decode_all(b"5\nhello\r\n", 64),
-        Err(BodyFramingError::ChunkSize)
-    ));
-    assert!(matches!(
-        decode_all(b"2\r\nhello\r\n", 64),
-        Err(BodyFramingError::ChunkEnd)
-    ));
-    let endless = vec![b'a'; MAX_HEAD_SIZE + 1];
-    assert!(matches!(
-        decode_all(&endless, 4096),
-        Err(BodyFramingError::ChunkSize)
-    ));
-}
-
 mod fuzz {
     use proptest::prelude::*;
     use proptest::sample::select;
 
     use super::*;
+    use crate::wire::chunked::tests::decode_all;
 
     const PIECES: &[&[u8]] = &[
         b"HTTP/1.1 200 OK\r\n",

@@ -31,8 +31,9 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 pub use self::body::{response_body, BodyError, PooledBody};
-pub use self::codec::{BodyFramingError, HeadError};
+pub use self::codec::HeadError;
 pub use self::exchange::{Failed, Framing, SendError};
+pub use crate::wire::chunked::BodyFramingError;
 
 use crate::backend::endpoint::InFlight;
 use crate::backend::Admission;
@@ -125,7 +126,7 @@ pub struct Connection {
     /// The request head (and a small in-memory body) being written.
     write_buf: Vec<u8>,
     /// Where the fields of the response head being parsed lie.
-    spans: Vec<codec::FieldSpan>,
+    spans: Vec<crate::wire::FieldSpan>,
     /// Bounds each exchange by its route's deadline; one per connection,
     /// re-armed lazily (see [`Connection::send`]).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,

@@ -13,6 +13,7 @@ use super::codec::{self, HeadError, RequestFraming, ResponseFraming, ResponseHea
 use super::{Connection, RequestBody, RequestBodyError, READ_CHUNK};
 use crate::proxy::headers::Forwarded;
 use crate::proxy::inbound::{ClientBody, ClientBodyError};
+use crate::wire::chunked;
 
 /// How the response body that follows a head is delimited, and whether the
 /// connection can be pooled once it has been read.
@@ -192,7 +193,7 @@ impl Connection {
                     match data {
                         Some(data) if !data.is_empty() && chunked => {
                             self.write_buf.clear();
-                            codec::encode_chunk_size(data.len(), &mut self.write_buf);
+                            chunked::encode_chunk_size(data.len(), &mut self.write_buf);
                             let mut chunk = Buf::chain(Buf::chain(&self.write_buf[..], data), &b"\r\n"[..]);
                             self.stream.write_all_buf(&mut chunk).await
                         }
@@ -202,7 +203,7 @@ impl Connection {
                     .map_err(UploadError::Write)?;
                     if end {
                         if chunked {
-                            self.stream.write_all(codec::LAST_CHUNK).await.map_err(UploadError::Write)?;
+                            self.stream.write_all(chunked::LAST_CHUNK).await.map_err(UploadError::Write)?;
                         }
                         return Ok(Upload::Complete);
                     }
