@@ -151,6 +151,11 @@ impl GatewayError {
         (status, code, Some(backend))
     }
 
+    /// The stable error code of the answer, as in its JSON body.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
     /// Whether the client connection must close after the answer: the rest of
     /// what the client sent can no longer be trusted to start a new request.
     fn closes_connection(&self) -> bool {

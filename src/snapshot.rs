@@ -7,7 +7,8 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::backend::Backend;
-use crate::router::Router;
+use crate::policy::trusted::TrustedProxies;
+use crate::router::{Route, Router};
 
 /// Everything compiled from one config file that the request path needs.
 /// Replaced whole on reload; in-flight requests keep the one they loaded.
@@ -17,14 +18,18 @@ pub struct Snapshot {
     /// Backends by index; routes refer to them by position.
     pub backends: Vec<Arc<Backend>>,
     pub default_response: DefaultResponse,
+    /// Whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Snapshot {
     /// Carries state across a reload: each backend that continues one of
     /// `previous`'s keeps its endpoints (and so discovery's containers, their
     /// health and breaker state, and their pooled connections, which are keyed
-    /// by address). Returns how many backends carried over.
+    /// by address), and each route its per-route state (see
+    /// [`Snapshot::carry_over_routes`]). Returns how many backends carried over.
     pub fn carry_over(&mut self, previous: &Snapshot) -> usize {
+        self.carry_over_routes(previous);
         let mut carried = 0;
         for backend in &mut self.backends {
             let Some(old) = previous.backends.iter().find(|old| backend.continues(old)) else {
@@ -33,6 +38,29 @@ impl Snapshot {
             // Freshly compiled backends are not shared yet.
             if let Some(backend) = Arc::get_mut(backend) {
                 backend.adopt_endpoints(old);
+                carried += 1;
+            }
+        }
+        carried
+    }
+
+    /// Carries per-route state across a reload: a route whose id (its name,
+    /// else its matching keys) was in `previous` keeps the retry budget it
+    /// had, unless its share changed. Returns how many routes carried over.
+    fn carry_over_routes(&mut self, previous: &Snapshot) -> usize {
+        let old: std::collections::HashMap<&str, &Route> = previous
+            .router
+            .routes()
+            .iter()
+            .map(|route| (&*route.id, route))
+            .collect();
+        let mut carried = 0;
+        for route in self.router.routes_mut() {
+            let Some(old) = old.get(&*route.id) else {
+                continue;
+            };
+            if old.retry.budget.ratio_milli() == route.retry.budget.ratio_milli() {
+                route.retry.budget = old.retry.budget.clone();
                 carried += 1;
             }
         }

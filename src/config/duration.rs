@@ -48,8 +48,18 @@ impl<'de> Deserialize<'de> for ConfigDuration {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 parse_duration(v).map(ConfigDuration).map_err(E::custom)
             }
+            // A bare number: refused with the same message as in text.
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
         }
-        deserializer.deserialize_str(DurationVisitor)
+        deserializer.deserialize_any(DurationVisitor)
     }
 }
 

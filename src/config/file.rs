@@ -3,6 +3,8 @@
 //! These types never leave the `config` module; `compile` turns them into the
 //! runtime types the request path uses.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::duration::ConfigDuration;
@@ -10,14 +12,20 @@ use super::duration::ConfigDuration;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigFile {
+    /// Each a [`RouteFile`], read one by one so that one bad route hides
+    /// nothing about the others (see `config::parse`).
     #[serde(default)]
-    pub(crate) routes: Vec<RouteFile>,
+    pub(crate) routes: Vec<serde_yaml_ng::Value>,
     pub(crate) default_response: Option<DefaultResponseFile>,
+    /// Each a [`BackendFile`], read one by one like the routes.
     #[serde(default)]
-    pub(crate) backends: Vec<BackendFile>,
+    pub(crate) backends: Vec<serde_yaml_ng::Value>,
     pub(crate) docker: Option<DockerFile>,
     pub(crate) limits: Option<LimitsFile>,
     pub(crate) tls: Option<TlsFile>,
+    /// Peers whose `X-Forwarded-For` is believed (default: none).
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<String>,
 }
 
 /// Client-facing limits of the listener.
@@ -36,8 +44,25 @@ pub(crate) struct LimitsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteFile {
+    /// Shown in logs and metrics; default: the path prefix.
+    pub(crate) name: Option<String>,
     pub(crate) path_prefix: String,
     pub(crate) backend: String,
+    /// `api.example.com` or `*.example.com` (default: any host).
+    pub(crate) host: Option<String>,
+    /// Methods this route takes (default: any).
+    pub(crate) methods: Option<Vec<String>>,
+    /// Header fields a request must carry, with these exact values.
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<String, String>,
+    /// Remove the matched prefix before forwarding (default false).
+    #[serde(default)]
+    pub(crate) strip_prefix: bool,
+    /// Replace the matched prefix with this one before forwarding.
+    pub(crate) rewrite_prefix: Option<String>,
+    pub(crate) request_headers: Option<HeaderRulesFile>,
+    pub(crate) response_headers: Option<HeaderRulesFile>,
+    pub(crate) cors: Option<CorsFile>,
     #[serde(default)]
     pub(crate) path_match: PathMatchFile,
     /// Limit for the upstream's response head (default 30s).
@@ -47,6 +72,36 @@ pub(crate) struct RouteFile {
     pub(crate) retries: Option<RetriesFile>,
     /// Largest request body accepted (default: unlimited, streamed).
     pub(crate) max_body: Option<bytesize::ByteSize>,
+}
+
+/// Header rules, applied in the order remove → set → add.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderRulesFile {
+    #[serde(default)]
+    pub(crate) remove: Vec<String>,
+    #[serde(default)]
+    pub(crate) set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) add: BTreeMap<String, String>,
+}
+
+/// Cross-origin resource sharing for browsers (the Fetch standard's CORS protocol).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CorsFile {
+    /// Exact origins, `https://*.example.com` patterns, or `["*"]`.
+    pub(crate) allow_origins: Vec<String>,
+    /// Default: the route's `methods`, else GET, HEAD, POST.
+    pub(crate) allow_methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) allow_headers: Vec<String>,
+    #[serde(default)]
+    pub(crate) expose_headers: Vec<String>,
+    #[serde(default)]
+    pub(crate) allow_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    pub(crate) max_age: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@ mod compile;
 mod duration;
 mod error;
 mod file;
+mod parse;
 
 use std::path::Path;
 
@@ -50,23 +51,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     if text.trim().is_empty() {
         return Err(whole_file("the file is empty".into()));
     }
-    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-    let file: file::ConfigFile = serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let key = err.path().to_string();
-        let message = err.into_inner().to_string();
-        // The YAML error repeats a shorter form of the key path; keep one.
-        let problem = match message.split_once(": ") {
-            Some((prefix, rest)) if key.starts_with(prefix) => rest.to_owned(),
-            _ => message,
-        };
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            // serde_path_to_error reports "." for the document root.
-            path: if key == "." { String::new() } else { key },
-            problem,
-        }])
+    let (parsed, early) = parse::parse(text).map_err(|problems| {
+        ConfigErrors(
+            problems
+                .into_iter()
+                .map(|(key, problem)| ConfigError {
+                    file: path.to_path_buf(),
+                    path: key,
+                    problem,
+                })
+                .collect(),
+        )
     })?;
-    compile::compile(file, path).map_err(ConfigErrors)
+    compile::compile(parsed, early, path).map_err(ConfigErrors)
 }
 
 #[cfg(test)]

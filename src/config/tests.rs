@@ -66,7 +66,7 @@ fn the_contract_file_is_valid_unchanged() {
             ("env".to_owned(), "production".to_owned())
         ]
     );
-    let route = snapshot.router.find("/api/orders/1").unwrap();
+    let route = snapshot.router.find_path("/api/orders/1").unwrap();
     assert_eq!(&*snapshot.backends[route.backend].name, "orders");
 }
 
@@ -190,8 +190,8 @@ fn routes_may_not_shadow_stats() {
 fn duplicate_prefixes_are_refused() {
     refused(
         "routes:\n  - {path_prefix: /a, backend: b}\n  - {path_prefix: /a, backend: b, path_match: segment}\nbackends:\n  - {name: b, servers: [\"127.0.0.1:1\"]}\n",
-        "routes[1].path_prefix",
-        "duplicate path_prefix",
+        "routes[1]",
+        "matches the same requests as routes[0]",
     );
 }
 
@@ -572,7 +572,7 @@ fn limits_and_max_body_are_checked_and_have_defaults() {
     );
     assert_eq!(config.limits.max_connections, 50);
     assert_eq!(
-        config.snapshot.router.find("/x").unwrap().max_body,
+        config.snapshot.router.find_path("/x").unwrap().max_body,
         Some(2 * 1024 * 1024)
     );
     let defaults = parse("default_response: {status_code: 404}\n", Path::new("c.yml")).unwrap();

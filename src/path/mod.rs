@@ -3,3 +3,4 @@
 //! (which checks prefixes the same way) and the request path.
 
 pub mod normalize;
+pub mod rewrite;

@@ -78,6 +78,12 @@ impl RetryBudget {
         }
     }
 
+    /// Retries earned per request, in thousandths: budgets of one share are
+    /// interchangeable across a reload.
+    pub fn ratio_milli(&self) -> i64 {
+        self.earn_per_request
+    }
+
     /// Called once per request. A full bucket (the normal state) is only read,
     /// so healthy traffic does not contend on this counter.
     pub fn earn(&self) {

@@ -24,9 +24,13 @@ use crate::backend::endpoint::{Endpoint, EndpointSet, InFlight};
 use crate::backend::{Admission, Backend, Saturated};
 use crate::clock::now_millis;
 use crate::error::GatewayError;
+use crate::path::rewrite::PrefixRewrite;
 use crate::policy::retry::safe_to_repeat;
+use crate::policy::trusted::ClientIdentity;
 use crate::response::ResponseBody;
 use crate::router::Route;
+
+use super::RequestCtx;
 
 /// Why one attempt failed, and whether the request can still be sent.
 struct Failure<'a> {
@@ -121,21 +125,37 @@ fn backend_verdict(result: &Result<Response<ResponseBody>, GatewayError>) -> Opt
     }
 }
 
+/// What forwarding needs besides the request: where it goes, and what rgate
+/// already knows about it.
+pub(super) struct Forwarding<'a> {
+    pub(super) route: &'a Route,
+    pub(super) backend: &'a Arc<Backend>,
+    pub(super) client: &'a ClientAddr,
+    pub(super) identity: ClientIdentity,
+    pub(super) request_id: HeaderValue,
+    pub(super) normalized_path: Option<&'a str>,
+}
+
 /// Admits the request past the backend's circuit and bulkhead, then sends it
 /// to an endpoint, retrying within the route's policy.
 ///
 /// One function from admission to answer: every nested future would be
 /// built and then copied into this one's state, per request.
 pub(super) async fn forward(
-    route: &Route,
-    backend: &Arc<Backend>,
-    client: &ClientAddr,
+    forwarding: Forwarding<'_>,
     request: Request<ClientBody<'_>>,
-    normalized_path: Option<&str>,
-    received: std::time::Instant,
+    ctx: &mut RequestCtx<'_>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    let Forwarding {
+        route,
+        backend,
+        client,
+        identity,
+        request_id,
+        normalized_path,
+    } = forwarding;
     // One deadline for the response head, across every attempt.
-    let deadline = Instant::from_std(received) + route.timeout;
+    let deadline = Instant::from_std(ctx.start) + route.timeout;
     let pass =
         match &backend.circuit {
             None => None,
@@ -164,11 +184,15 @@ pub(super) async fn forward(
         })?;
     let upgrade = headers::is_upgrade(request.version(), request.headers());
     let (mut parts, body) = request.into_parts();
-    let request_id = headers::request_id(&parts.headers);
-    let host = prepare_upstream_request(&mut parts, normalized_path, upgrade);
+    let host = prepare_upstream_request(&mut parts, route, normalized_path, upgrade);
     let forwarded = Forwarded {
         client,
+        trusted: identity.via_trusted_proxy,
         host: host.as_ref(),
+        prefix: route
+            .rewrite
+            .as_ref()
+            .map(|_| PrefixRewrite::forwarded_prefix(&route.prefix)),
         request_id: &request_id,
     };
 
@@ -178,7 +202,7 @@ pub(super) async fn forward(
     let track = *backend.balancer.policy() == Balance::LeastConn;
     let pick = |endpoints: &EndpointSet, exclude: Option<&Endpoint>| {
         let key = RequestKey {
-            client_ip: client.ip,
+            client_ip: identity.ip,
             headers: &parts.headers,
         };
         backend
@@ -231,6 +255,8 @@ pub(super) async fn forward(
     let mut body = body;
     let mut tries = 1;
     loop {
+        ctx.attempts = tries;
+        ctx.endpoint = Some(endpoint.addr);
         let probe = backend
             .breaker
             .is_some_and(|breaker| breaker.on_send(&endpoint.breaker, now_millis()));
@@ -413,18 +439,27 @@ async fn attempt<'a>(
 }
 
 /// Turns the client's request head into the upstream's, in place (no copy of
-/// the header map): origin-form URI with the normalised path, HTTP/1.1, a
+/// the header map): origin-form URI with the normalised (and, where the route
+/// says so, rewritten) path, HTTP/1.1, a
 /// Host, hop-by-hop headers removed. Returns the Host, for `X-Forwarded-Host`.
 fn prepare_upstream_request(
     parts: &mut http::request::Parts,
+    route: &Route,
     normalized_path: Option<&str>,
     upgrade: bool,
 ) -> Option<HeaderValue> {
-    let needs_rewrite = normalized_path.is_some() || parts.uri.scheme().is_some();
+    let needs_rewrite =
+        normalized_path.is_some() || parts.uri.scheme().is_some() || route.rewrite.is_some();
     let authority = parts.uri.authority().cloned();
     if needs_rewrite {
         let query = parts.uri.query();
         let path = normalized_path.unwrap_or(parts.uri.path());
+        // Once, before the first try: retries send the same head.
+        let rewritten = route
+            .rewrite
+            .as_ref()
+            .map(|rewrite| rewrite.apply(&route.prefix, path));
+        let path = rewritten.as_deref().unwrap_or(path);
         let path_and_query = match query {
             Some(query) => PathAndQuery::try_from(format!("{path}?{query}")),
             None => PathAndQuery::try_from(path),

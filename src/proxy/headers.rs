@@ -9,6 +9,7 @@ pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
@@ -111,15 +112,20 @@ impl ClientAddr {
     }
 }
 
-/// The fields rgate adds to every upstream request: `X-Forwarded-For`
-/// (appended to the client's), `-Proto`, `-Host` and `X-Request-Id` (the
-/// client's own claims about these are replaced). The upstream encoder writes
-/// them straight after the client's fields, so the request's header map is
-/// never grown for them.
+/// The fields rgate adds to every upstream request: `X-Forwarded-For`,
+/// `-Proto`, `-Host`, `-Prefix` (on a route that rewrites its prefix) and
+/// `X-Request-Id`. The client's own claims about these are replaced, except
+/// that a trusted proxy's `X-Forwarded-For` is extended (see
+/// `policy::trusted`). The upstream encoder writes them straight after the
+/// client's fields, so the request's header map is never grown for them.
 #[derive(Debug)]
 pub(crate) struct Forwarded<'a> {
     pub(crate) client: &'a ClientAddr,
+    /// The peer is a trusted proxy: its `X-Forwarded-For` is kept.
+    pub(crate) trusted: bool,
     pub(crate) host: Option<&'a HeaderValue>,
+    /// The prefix the client saw, when the upstream sees another path.
+    pub(crate) prefix: Option<&'a str>,
     pub(crate) request_id: &'a HeaderValue,
 }
 
@@ -129,15 +135,18 @@ impl Forwarded<'_> {
         name == X_FORWARDED_FOR
             || name == X_FORWARDED_PROTO
             || name == X_FORWARDED_HOST
+            || name == X_FORWARDED_PREFIX
             || name == X_REQUEST_ID
     }
 
     /// Appends the fields in HTTP/1.1 form; `headers` are the client's.
     pub(crate) fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
         out.extend_from_slice(b"x-forwarded-for: ");
-        for previous in headers.get_all(&X_FORWARDED_FOR) {
-            out.extend_from_slice(previous.as_bytes());
-            out.extend_from_slice(b", ");
+        if self.trusted {
+            for previous in headers.get_all(&X_FORWARDED_FOR) {
+                out.extend_from_slice(previous.as_bytes());
+                out.extend_from_slice(b", ");
+            }
         }
         out.extend_from_slice(self.client.header.as_bytes());
         out.extend_from_slice(b"\r\nx-forwarded-proto: ");
@@ -145,6 +154,20 @@ impl Forwarded<'_> {
         if let Some(host) = self.host {
             out.extend_from_slice(b"\r\nx-forwarded-host: ");
             out.extend_from_slice(host.as_bytes());
+        }
+        // A trusted proxy's prefix passes on unless rgate rewrites the path.
+        match (self.prefix, self.trusted) {
+            (Some(prefix), _) => {
+                out.extend_from_slice(b"\r\nx-forwarded-prefix: ");
+                out.extend_from_slice(prefix.as_bytes());
+            }
+            (None, true) => {
+                for previous in headers.get_all(&X_FORWARDED_PREFIX) {
+                    out.extend_from_slice(b"\r\nx-forwarded-prefix: ");
+                    out.extend_from_slice(previous.as_bytes());
+                }
+            }
+            (None, false) => {}
         }
         out.extend_from_slice(b"\r\nx-request-id: ");
         out.extend_from_slice(self.request_id.as_bytes());
@@ -241,13 +264,20 @@ mod tests {
         assert_eq!(headers["sec-websocket-key"], "k");
     }
 
-    fn forwarded(headers: &HeaderMap, scheme: Scheme, host: Option<&HeaderValue>) -> String {
+    fn forwarded(
+        headers: &HeaderMap,
+        scheme: Scheme,
+        host: Option<&HeaderValue>,
+        trusted: bool,
+    ) -> String {
         let client = ClientAddr::new("127.0.0.9:5555".parse().unwrap(), scheme);
         let id = HeaderValue::from_static("id-1");
         let mut out = Vec::new();
         Forwarded {
             client: &client,
+            trusted,
             host,
+            prefix: None,
             request_id: &id,
         }
         .write(headers, &mut out);
@@ -255,25 +285,33 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends_and_proto_host_id_are_rgates() {
+    fn forwarded_for_is_extended_only_from_a_trusted_proxy_and_proto_host_id_are_rgates() {
         let host = HeaderValue::from_static("example.com");
         assert_eq!(
-            forwarded(&HeaderMap::new(), Scheme::Http, Some(&host)),
+            forwarded(&HeaderMap::new(), Scheme::Http, Some(&host), false),
             "x-forwarded-for: 127.0.0.9\r\nx-forwarded-proto: http\r\n\
              x-forwarded-host: example.com\r\nx-request-id: id-1\r\n"
         );
         let mut headers = HeaderMap::new();
         headers.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
         headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        headers.append("x-forwarded-prefix", HeaderValue::from_static("/p"));
         assert_eq!(
-            forwarded(&headers, Scheme::Https, None),
+            forwarded(&headers, Scheme::Https, None, true),
             "x-forwarded-for: 203.0.113.7, 198.51.100.1, 127.0.0.9\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-prefix: /p\r\nx-request-id: id-1\r\n"
+        );
+        // From a peer that is not a trusted proxy, the claims are replaced.
+        assert_eq!(
+            forwarded(&headers, Scheme::Https, None, false),
+            "x-forwarded-for: 127.0.0.9\r\n\
              x-forwarded-proto: https\r\nx-request-id: id-1\r\n"
         );
         for name in [
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",
+            "x-forwarded-prefix",
             "x-request-id",
         ] {
             assert!(

@@ -13,6 +13,7 @@
 //! by a drop guard for `/stats`. Errors become responses in exactly one place
 //! ([`GatewayError::into_response`]).
 
+mod context;
 mod forward;
 pub(crate) mod headers;
 pub mod inbound;
@@ -21,17 +22,21 @@ pub mod upstream;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{header, Method, Request, Response, StatusCode};
+use tracing::debug;
 
 use crate::error::GatewayError;
 use crate::observe::stats::{Stats, StatsShard};
 use crate::path::normalize;
+use crate::policy::cors;
+use crate::policy::header_rules::Vars;
+use crate::policy::EdgePolicy;
 use crate::response::{self, ResponseBody};
-use crate::router::RESERVED_PATH;
+use crate::router::{self, RouteRequest, RESERVED_PATH};
 use crate::snapshot::SnapshotHandle;
 
+pub use self::context::RequestCtx;
 use self::headers::ClientAddr;
 pub use self::headers::Scheme;
 use self::inbound::ClientBody;
@@ -67,30 +72,18 @@ impl ConnectionContext {
     }
 }
 
-/// Records the request's outcome exactly once, even if the client goes away
-/// and the request future is dropped mid-flight.
-struct Outcome<'a> {
-    shard: &'a StatsShard,
-    start: Instant,
-    status: Option<StatusCode>,
-}
-
-impl Drop for Outcome<'_> {
-    fn drop(&mut self) {
-        self.shard.record(self.status, self.start.elapsed());
-        self.shard.leave();
-    }
-}
-
 impl Gateway {
     pub fn new(snapshot: Arc<SnapshotHandle>, stats: Stats) -> Self {
         Self { snapshot, stats }
     }
 
     /// Answers one client request. Never fails: every error is a response here.
+    ///
+    /// One function for the whole journey (see the chart above): a nested
+    /// future per phase would be built and copied into this one's state.
     pub async fn handle(
         ctx: &ConnectionContext,
-        request: Request<ClientBody<'_>>,
+        mut request: Request<ClientBody<'_>>,
     ) -> Response<ResponseBody> {
         let gateway = &*ctx.gateway;
         let checked = validate::request(&request);
@@ -99,32 +92,100 @@ impl Gateway {
         if path == RESERVED_PATH && checked.is_ok() {
             return gateway.stats_response(request.method());
         }
-        ctx.shard.enter();
-        let mut outcome = Outcome {
-            shard: &ctx.shard,
-            start: Instant::now(),
-            status: None,
-        };
+        let mut rctx = RequestCtx::start(&ctx.shard);
         // Exactly one load: the request keeps this snapshot to the end.
         let snapshot = gateway.snapshot.load_full();
-        let response = match (checked, snapshot.router.find(path)) {
-            (Err(bad), _) => GatewayError::from(bad).into_response(),
-            (Ok(()), None) => response::default_response(&snapshot.default_response),
-            (Ok(()), Some(route)) => {
+        if let Err(bad) = checked {
+            let response = GatewayError::from(bad).into_response();
+            rctx.status = Some(response.status());
+            return response;
+        }
+        let mut host_buf = router::host_buffer();
+        let host = if snapshot.router.uses_hosts() {
+            router::request_host(request.uri(), request.headers(), &mut host_buf)
+        } else {
+            None
+        };
+        let preflight = if request.method() == Method::OPTIONS {
+            cors::preflight_method(request.method(), request.headers())
+        } else {
+            None
+        };
+        let found = snapshot.router.find(&RouteRequest {
+            path,
+            method: request.method(),
+            headers: request.headers(),
+            host,
+            preflight: preflight.as_ref(),
+        });
+        let Some((index, route)) = found else {
+            let response = response::default_response(&snapshot.default_response);
+            rctx.status = Some(response.status());
+            return response;
+        };
+        rctx.route = Some(index);
+        let identity = snapshot
+            .trusted_proxies
+            .client(ctx.client.ip, request.headers());
+        let request_id = headers::request_id(request.headers());
+        let policy = route.policy.as_deref();
+        // What the answer's policy needs from the request, kept before the
+        // request moves upstream. Routes without a policy skip all of it.
+        let (origin, host_field) = match policy {
+            None => (None, None),
+            Some(policy) => (
+                policy
+                    .cors
+                    .as_ref()
+                    .and_then(|_| request.headers().get(header::ORIGIN).cloned()),
+                request.headers().get(header::HOST).cloned(),
+            ),
+        };
+        let vars = |request_id| Vars {
+            client_ip: identity.ip,
+            request_id,
+            route: &route.name,
+            host: host_field.as_ref(),
+        };
+        let mut response = match (policy, preflight.as_ref()) {
+            // A preflight is answered here, never forwarded.
+            (
+                Some(EdgePolicy {
+                    cors: Some(cors), ..
+                }),
+                Some(asked),
+            ) => {
+                let response = cors.preflight(request.headers(), asked);
+                rctx.status = Some(response.status());
+                return response;
+            }
+            _ => {
+                if let Some(rules) = policy.and_then(|p| p.request_headers.as_ref()) {
+                    rules.apply(request.headers_mut(), &vars(&request_id));
+                }
                 let backend = &snapshot.backends[route.backend];
-                forward::forward(
+                let forwarding = forward::Forwarding {
                     route,
                     backend,
-                    &ctx.client,
-                    request,
-                    normalized.as_deref(),
-                    outcome.start,
-                )
-                .await
-                .unwrap_or_else(GatewayError::into_response)
+                    client: &ctx.client,
+                    identity,
+                    request_id: request_id.clone(),
+                    normalized_path: normalized.as_deref(),
+                };
+                match forward::forward(forwarding, request, &mut rctx).await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        rctx.error = Some(error.code());
+                        debug!(route = %route.name, %error, "request failed");
+                        error.into_response()
+                    }
+                }
             }
         };
-        outcome.status = Some(response.status());
+        if let Some(policy) = policy {
+            policy.respond(response.headers_mut(), origin.as_ref(), &vars(&request_id));
+        }
+        rctx.status = Some(response.status());
         response
     }
 

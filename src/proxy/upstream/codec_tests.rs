@@ -31,7 +31,9 @@ fn request_head_has_rgates_forwarding_and_framing_fields_only() {
     let id = HeaderValue::from_static("id-9");
     let forwarded = Forwarded {
         client: &client,
+        trusted: true,
         host: None,
+        prefix: None,
         request_id: &id,
     };
     let mut out = Vec::new();

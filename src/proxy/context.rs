@@ -1,0 +1,51 @@
+//! The request context: what the phases of one request learn, recorded once
+//! when the request ends, however it ends.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::StatusCode;
+
+use crate::observe::stats::StatsShard;
+
+/// Collects the request's route, endpoint, tries and outcome. Its drop
+/// records the outcome, so a request whose client went away mid-flight (its
+/// future dropped) is still counted.
+#[derive(Debug)]
+pub struct RequestCtx<'a> {
+    shard: &'a StatsShard,
+    /// When the request's head arrived: latency and the route deadline count from it.
+    pub start: Instant,
+    /// The answer's status; `None` if the request was dropped before one.
+    pub status: Option<StatusCode>,
+    /// Index of the route in the snapshot's precedence-ordered table.
+    pub route: Option<usize>,
+    /// The endpoint of the last try.
+    pub endpoint: Option<SocketAddr>,
+    /// Tries sent to an endpoint (retries included).
+    pub attempts: u32,
+    /// The stable code of rgate's own error answer, if it made one.
+    pub error: Option<&'static str>,
+}
+
+impl<'a> RequestCtx<'a> {
+    pub(super) fn start(shard: &'a StatsShard) -> Self {
+        shard.enter();
+        Self {
+            shard,
+            start: Instant::now(),
+            status: None,
+            route: None,
+            endpoint: None,
+            attempts: 0,
+            error: None,
+        }
+    }
+}
+
+impl Drop for RequestCtx<'_> {
+    fn drop(&mut self) {
+        self.shard.record(self.status, self.start.elapsed());
+        self.shard.leave();
+    }
+}
