@@ -112,19 +112,26 @@ impl Route {
         }
     }
 
-    fn matches_rest(&self, request: &RouteRequest<'_>) -> bool {
+    /// `any_preflight`: a CORS route takes a preflight whatever method it
+    /// asks for (its CORS policy then answers it, refusing what it must).
+    fn matches_rest(&self, request: &RouteRequest<'_>, any_preflight: bool) -> bool {
         if let Some(methods) = &self.methods {
             let method = match request.preflight {
-                Some(asked) if self.policy.as_ref().is_some_and(|p| p.cors.is_some()) => asked,
-                _ => request.method,
+                Some(_) if any_preflight && self.has_cors() => None,
+                Some(asked) if self.has_cors() => Some(asked),
+                _ => Some(request.method),
             };
-            if !methods.contains(method) {
+            if method.is_some_and(|method| !methods.contains(method)) {
                 return false;
             }
         }
         self.headers
             .iter()
             .all(|condition| condition.matches(request.headers))
+    }
+
+    fn has_cors(&self) -> bool {
+        self.policy.as_ref().is_some_and(|p| p.cors.is_some())
     }
 
     /// The precedence rank among routes of one host and prefix: higher first.
@@ -206,33 +213,55 @@ impl Router {
     }
 
     /// The route that takes `request`, if any, with its index in [`Router::routes`].
+    ///
+    /// A CORS preflight is matched as the request it announces (its
+    /// requested method), so that routes split by method each answer their
+    /// own; failing that, by a CORS route that does not take the method, so
+    /// that rgate, not the default response, refuses it.
     pub fn find(&self, request: &RouteRequest<'_>) -> Option<(usize, &Route)> {
+        let found = self.find_with(request, false);
+        if found.is_none() && request.preflight.is_some() {
+            return self.find_with(request, true);
+        }
+        found
+    }
+
+    fn find_with(
+        &self,
+        request: &RouteRequest<'_>,
+        any_preflight: bool,
+    ) -> Option<(usize, &Route)> {
+        let search = |table| self.search(table, request, any_preflight);
         if let Some(host) = request.host {
-            if let Some(found) = self.exact.get(host).and_then(|t| self.search(t, request)) {
+            if let Some(found) = self.exact.get(host).and_then(search) {
                 return Some(found);
             }
             if !self.wildcard.is_empty() {
                 // Longest suffix first: each dot starts a shorter one.
                 for (at, _) in host.match_indices('.') {
-                    let found = self
-                        .wildcard
-                        .get(&host[at..])
-                        .and_then(|table| self.search(table, request));
+                    let found = self.wildcard.get(&host[at..]).and_then(search);
                     if found.is_some() {
                         return found;
                     }
                 }
             }
         }
-        self.search(&self.any_host, request)
+        search(&self.any_host)
     }
 
-    fn search(&self, table: &PrefixTable, request: &RouteRequest<'_>) -> Option<(usize, &Route)> {
+    fn search(
+        &self,
+        table: &PrefixTable,
+        request: &RouteRequest<'_>,
+        any_preflight: bool,
+    ) -> Option<(usize, &Route)> {
         table.longest_first(request.path, |candidates| {
             candidates
                 .iter()
                 .map(|&i| (i as usize, &self.routes[i as usize]))
-                .find(|(_, route)| route.matches_path(request.path) && route.matches_rest(request))
+                .find(|(_, route)| {
+                    route.matches_path(request.path) && route.matches_rest(request, any_preflight)
+                })
         })
     }
 

@@ -279,6 +279,18 @@ fn a_preflight_matches_a_cors_route_by_the_method_it_asks_for() {
     assert_eq!(preflight("/api/x"), Some(1));
     // Without cors, OPTIONS is just a method the route does not take.
     assert_eq!(preflight("/plain"), None);
+    // A method the CORS route does not take: still that route, whose
+    // policy then refuses it.
+    let asks_delete = r
+        .find(&RouteRequest {
+            path: "/api/x",
+            method: &Method::OPTIONS,
+            headers: &HeaderMap::new(),
+            host: None,
+            preflight: Some(&Method::DELETE),
+        })
+        .map(|(_, route)| route.backend);
+    assert_eq!(asks_delete, Some(1));
 }
 
 #[test]
