@@ -257,9 +257,7 @@ fn one_type_error_hides_no_other_problem() {
 #[test]
 fn unknown_keys_suggest_the_nearest_known_one() {
     refused(
-        &format!(
-            "routes: []\nbackends:\n  - {{name: b, servers: [\"127.0.0.1:1\"], balanse: random}}\n"
-        ),
+        "routes: []\nbackends:\n  - {name: b, servers: [\"127.0.0.1:1\"], balanse: random}\n",
         "backends[0].balanse",
         "did you mean `balance`?",
     );
