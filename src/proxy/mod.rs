@@ -100,24 +100,28 @@ impl Gateway {
             rctx.status = Some(response.status());
             return response;
         }
-        let mut host_buf = router::host_buffer();
-        let host = if snapshot.router.uses_hosts() {
-            router::request_host(request.uri(), request.headers(), &mut host_buf)
-        } else {
-            None
-        };
         let preflight = if request.method() == Method::OPTIONS {
             cors::preflight_method(request.method(), request.headers())
         } else {
             None
         };
-        let found = snapshot.router.find(&RouteRequest {
-            path,
-            method: request.method(),
-            headers: request.headers(),
-            host,
-            preflight: preflight.as_ref(),
-        });
+        let found = {
+            // Read only when some route names a host; scoped so the buffer
+            // is not part of the request's future.
+            let mut buf = [0; router::MAX_HOST];
+            let host = if snapshot.router.uses_hosts() {
+                router::request_host(request.uri(), request.headers(), &mut buf)
+            } else {
+                None
+            };
+            snapshot.router.find(&RouteRequest {
+                path,
+                method: request.method(),
+                headers: request.headers(),
+                host,
+                preflight: preflight.as_ref(),
+            })
+        };
         let Some((index, route)) = found else {
             let response = response::default_response(&snapshot.default_response);
             rctx.status = Some(response.status());
@@ -147,6 +151,9 @@ impl Gateway {
             route: &route.name,
             host: host_field.as_ref(),
         };
+        // What the policy renders `{request_id}` from; the id itself moves
+        // on to forwarding (a generated id's first clone allocates).
+        let answer_id = policy.map(|_| request_id.clone());
         let mut response = match (policy, preflight.as_ref()) {
             // A preflight is answered here, never forwarded.
             (
@@ -160,8 +167,9 @@ impl Gateway {
                 return response;
             }
             _ => {
-                if let Some(rules) = policy.and_then(|p| p.request_headers.as_ref()) {
-                    rules.apply(request.headers_mut(), &vars(&request_id));
+                let rules = policy.and_then(|p| p.request_headers.as_ref());
+                if let (Some(rules), Some(id)) = (rules, &answer_id) {
+                    rules.apply(request.headers_mut(), &vars(id));
                 }
                 let backend = &snapshot.backends[route.backend];
                 let forwarding = forward::Forwarding {
@@ -169,7 +177,7 @@ impl Gateway {
                     backend,
                     client: &ctx.client,
                     identity,
-                    request_id: request_id.clone(),
+                    request_id,
                     normalized_path: normalized.as_deref(),
                 };
                 match forward::forward(forwarding, request, &mut rctx).await {
@@ -182,8 +190,8 @@ impl Gateway {
                 }
             }
         };
-        if let Some(policy) = policy {
-            policy.respond(response.headers_mut(), origin.as_ref(), &vars(&request_id));
+        if let (Some(policy), Some(id)) = (policy, &answer_id) {
+            policy.respond(response.headers_mut(), origin.as_ref(), &vars(id));
         }
         rctx.status = Some(response.status());
         response

@@ -5,7 +5,7 @@ use http::header::{self, HeaderMap};
 use http::Uri;
 
 /// The longest host name (RFC 1035 §2.3.4); longer ones match no host route.
-const MAX_HOST: usize = 255;
+pub const MAX_HOST: usize = 255;
 
 /// A route's `host`. Ordered as precedence: exact, then wildcard, then any.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,9 +92,4 @@ pub fn request_host<'b>(
         *to = from.to_ascii_lowercase();
     }
     std::str::from_utf8(out).ok()
-}
-
-/// A buffer for [`request_host`].
-pub fn host_buffer() -> [u8; MAX_HOST] {
-    [0; MAX_HOST]
 }

@@ -31,7 +31,7 @@ use http::{HeaderMap, Method};
 use rustc_hash::FxHashMap;
 
 pub use self::conditions::{HeaderCondition, MethodSet};
-pub use self::host::{host_buffer, request_host, HostMatch};
+pub use self::host::{request_host, HostMatch, MAX_HOST};
 use self::prefix::PrefixTable;
 use crate::path::rewrite::PrefixRewrite;
 use crate::policy::retry::RetryPolicy;
