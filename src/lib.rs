@@ -2,7 +2,8 @@
 //!
 //! Vocabulary, used the same way in code, logs and docs:
 //! - **downstream / client**: whoever sends rgate a request;
-//! - **route**: a `path_prefix` → backend rule; the longest matching prefix wins;
+//! - **route**: a `path_prefix` (with optional host, methods and headers) → backend
+//!   rule, with its edge policy; the most specific match wins (see [`router`]);
 //! - **backend**: a named set of endpoints, found by Docker labels or listed statically;
 //! - **endpoint**: one address a backend's requests can go to (a container);
 //! - **upstream**: the endpoint's server, as seen from rgate;

@@ -1,17 +1,20 @@
 //! The request path. A request's journey, in order:
 //!
 //! ```text
-//!  client ──► normalize ──► /stats? ──► route ──► admit ──► select endpoint ──► forward ──► response
-//!              (path)        (rgate     (longest   (bulk-   (balancer over      (pooled      (hop-by-hop
-//!                            answers)    prefix)    head)    the endpoints      HTTP/1.1,    stripped,
-//!                                           │                that are healthy,  timeouts,    X-Request-Id;
-//!                                           ▼                not ejected, not   retries in   idle timeout)
-//!                                    default_response        breaker-open)      budget)
+//!  client ─► normalize ─► /stats? ─► route ─────► policy ─► admit ─► select ─► forward ─► policy ─► response
+//!            (path)       (rgate     (host,       (CORS     (breaker, (balancer (pooled   (response  (hop-by-hop
+//!                         answers)   prefix,      preflight, bulk-    over      HTTP/1.1, rules,     stripped,
+//!                                    methods,     request   head)     healthy   timeouts, CORS       X-Request-Id;
+//!                                    headers)     rules)              endpoints) retries) fields)    idle timeout)
+//!                                       │            │
+//!                                       ▼            ▼
+//!                               default_response   204 preflight answer
 //! ```
 //!
 //! Every outcome, including failures and client cancellation, is recorded once
-//! by a drop guard for `/stats`. Errors become responses in exactly one place
-//! ([`GatewayError::into_response`]).
+//! by the request context's drop ([`RequestCtx`]). Errors become responses in
+//! exactly one place ([`GatewayError::into_response`]); their detail goes to
+//! the debug log.
 
 mod context;
 mod forward;
