@@ -27,7 +27,7 @@ impl Snapshot {
     /// `previous`'s keeps its endpoints (and so discovery's containers, their
     /// health and breaker state, and their pooled connections, which are keyed
     /// by address), and each route its per-route state (see
-    /// [`Snapshot::carry_over_routes`]). Returns how many backends carried over.
+    /// `carry_over_routes`). Returns how many backends carried over.
     pub fn carry_over(&mut self, previous: &Snapshot) -> usize {
         self.carry_over_routes(previous);
         let mut carried = 0;
@@ -46,25 +46,22 @@ impl Snapshot {
 
     /// Carries per-route state across a reload: a route whose id (its name,
     /// else its matching keys) was in `previous` keeps the retry budget it
-    /// had, unless its share changed. Returns how many routes carried over.
-    fn carry_over_routes(&mut self, previous: &Snapshot) -> usize {
+    /// had, unless its share changed.
+    fn carry_over_routes(&mut self, previous: &Snapshot) {
         let old: std::collections::HashMap<&str, &Route> = previous
             .router
             .routes()
             .iter()
             .map(|route| (&*route.id, route))
             .collect();
-        let mut carried = 0;
         for route in self.router.routes_mut() {
             let Some(old) = old.get(&*route.id) else {
                 continue;
             };
             if old.retry.budget.ratio_milli() == route.retry.budget.ratio_milli() {
                 route.retry.budget = old.retry.budget.clone();
-                carried += 1;
             }
         }
-        carried
     }
 }
 

@@ -293,3 +293,38 @@ fn a_refused_backend_is_not_reported_again_by_its_routes() {
     assert!(!paths.contains(&"routes[0].backend"), "{errors:#?}");
     assert!(paths.contains(&"routes[1].backend"), "{errors:#?}");
 }
+
+#[test]
+fn per_route_state_follows_the_route_id_across_a_reload() {
+    let text = |budget: &str| {
+        format!(
+            "routes:\n  - {{name: api, path_prefix: /api, backend: b, retries: {{budget: {budget}}}}}\n\
+             \x20 - {{path_prefix: /web, host: w.test, backend: b}}\n  - {{path_prefix: /gone, backend: b}}\n{BACKEND}"
+        )
+    };
+    let old = parse(&text("0.2"), Path::new("c.yml")).unwrap().snapshot;
+    let mut new = parse(&text("0.2"), Path::new("c.yml")).unwrap().snapshot;
+    new.carry_over(&old);
+    for (old, new) in old.router.routes().iter().zip(new.router.routes()) {
+        assert_eq!(old.id, new.id);
+        assert!(
+            std::sync::Arc::ptr_eq(&old.retry.budget, &new.retry.budget),
+            "{}",
+            new.id
+        );
+    }
+    // A changed share starts a fresh budget.
+    let mut changed = parse(&text("0.5"), Path::new("c.yml")).unwrap().snapshot;
+    changed.carry_over(&old);
+    let api = |s: &crate::snapshot::Snapshot| {
+        s.router
+            .routes()
+            .iter()
+            .find(|r| &*r.name == "api")
+            .unwrap()
+            .retry
+            .budget
+            .clone()
+    };
+    assert!(!std::sync::Arc::ptr_eq(&api(&old), &api(&changed)));
+}

@@ -15,7 +15,7 @@
 //! tied and that can match the same request are refused at load.
 //!
 //! Lookup never scans the table: a hash map finds the host's table, and a
-//! radix tree over prefixes walks the path once ([`prefix`]), so 500 routes
+//! radix tree over prefixes walks the path once (`prefix.rs`), so 500 routes
 //! cost about what 5 do. Pure and synchronous, so it is unit-tested and
 //! benchmarked directly. Paths reaching [`Router::find`] are already
 //! normalised (see `path::normalize`).
