@@ -198,6 +198,43 @@ def main():
         "for req/s higher is better, for CPU lower is better. CPU µs/req = proxy "
         "utime+stime over the measured wrk window ÷ requests completed in it."
     )
+
+    # Marginal cost: the same traffic through rgate configs that differ in one
+    # feature, against rgate-route1 (one plain route) in the same round.
+    base = "rgate-route1"
+    marginal = [t for t in targets if t.startswith("rgate-") and t != base]
+    if base in targets and marginal:
+        labels = {
+            base: "1 route, no shaping (baseline)",
+            "rgate-shaped": "same route + strip_prefix + 3 header rules + CORS",
+            "rgate-routes50": "50 routes (half bound to hosts)",
+            "rgate-routes500": "500 routes (half bound to hosts)",
+        }
+        L.append("")
+        L.append("### Marginal cost (rgate, same traffic, one config change)")
+        L.append("")
+        L.append(
+            "| config | max req/s | ratio vs baseline (per-round spread) | CPU µs/req "
+            "| CPU vs baseline | added p50 / p99 (ms) |"
+        )
+        L.append("|---|---:|---:|---:|---:|---:|")
+        for t in [base] + marginal:
+            rps = per_round(t, lambda rt, rd, rn: rt["rps"] / rn["rps"], base)
+            cpu = per_round(t, lambda rt, rd, rn: rt["cpu_us_per_req"] / rn["cpu_us_per_req"], base)
+            spread = f" ({min(rps):.2f}–{max(rps):.2f})" if len(rps) > 1 else ""
+            p50 = median(per_round(t, lambda rt, rd, rn: rt["lat_p50_ms"] - rd["lat_p50_ms"]))
+            p99 = median(per_round(t, lambda rt, rd, rn: rt["lat_p99_ms"] - rd["lat_p99_ms"]))
+            L.append(
+                f"| {labels.get(t, t)} | {fmt_rps(median([by[(t, n)]['rps'] for n in rounds if (t, n) in by]))} "
+                f"| {fmt_ratio(median(rps))}{spread} "
+                f"| {fmt(median([by[(t, n)].get('cpu_us_per_req') for n in rounds if (t, n) in by]))} "
+                f"| {fmt_ratio(median(cpu))} | {fmt_ms(p50)} / {fmt_ms(p99)} |"
+            )
+        L.append("")
+        L.append(
+            "Traffic: GET /api/svc0007/items with an Origin header, for every row; "
+            "configs from bench/routes.py."
+        )
     if warnings:
         L.append("")
         L.append("**Warnings** (these rounds' numbers are suspect):")

@@ -22,7 +22,7 @@ RATE=5000            # req/s of the fixed-rate (open model) latency run
 CONNS=64             # keep-alive connections of every load run
 ONLY="rgate,nginx,haproxy,nginx-fwd,haproxy-fwd"
 UPSTREAM_KIND=stub   # stub = target/release/rgate-upstream; nginx = nginx `return 200`
-BASE_PORT=18380      # ports BASE..BASE+5: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd
+BASE_PORT=18380      # ports BASE..BASE+9: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, then the rgate-* rows
 LOAD_CPU=0
 SERVER_CPU=1
 BUILD=1
@@ -43,11 +43,13 @@ Usage: bench/run.sh [options]
                      haproxy, nginx-fwd, haproxy-fwd (default all; the -fwd
                      peers also do rgate's per-request header work, see
                      bench/README.md; `direct` is always measured: it is the
-                     baseline for added latency)
+                     baseline for added latency); `marginal` adds the rows
+                     rgate-route1, rgate-shaped, rgate-routes50 and
+                     rgate-routes500 (the cost of shaping and of table size)
   --quick            smoke test: 1 round, 3 s runs, 1 s warm-up
   --upstream KIND    stub (default: target/release/rgate-upstream --fixed-body-size 100)
                      or nginx (nginx `return 200` with a 100-byte JSON body)
-  --base-port P      use 127.0.0.1 ports P..P+5 (default 18380); the script
+  --base-port P      use 127.0.0.1 ports P..P+9 (default 18380); the script
                      refuses to run if one of them is taken
   --load-cpu N       CPU of the load generator (default 0)
   --server-cpu N     CPU of the proxy and the upstream (default 1)
@@ -101,9 +103,13 @@ PROXIES=()
 IFS=',' read -r -a _only <<<"$ONLY"
 for t in "${_only[@]}"; do
     case $t in
-        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd) [[ " ${PROXIES[*]-} " == *" $t "* ]] || PROXIES+=("$t") ;;
+        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd|rgate-route1|rgate-shaped|rgate-routes50|rgate-routes500)
+            [[ " ${PROXIES[*]-} " == *" $t "* ]] || PROXIES+=("$t") ;;
+        marginal) for m in rgate-route1 rgate-shaped rgate-routes50 rgate-routes500; do
+                [[ " ${PROXIES[*]-} " == *" $m "* ]] || PROXIES+=("$m")
+            done ;;
         direct|"") ;;
-        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd; direct is implicit)" ;;
+        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, rgate-route1, rgate-shaped, rgate-routes50, rgate-routes500, marginal; direct is implicit)" ;;
     esac
 done
 TARGETS=(direct "${PROXIES[@]}")
@@ -115,7 +121,19 @@ declare -A PORT=(
     [haproxy]=$((BASE_PORT + 3))
     [nginx-fwd]=$((BASE_PORT + 4))
     [haproxy-fwd]=$((BASE_PORT + 5))
+    [rgate-route1]=$((BASE_PORT + 6))
+    [rgate-shaped]=$((BASE_PORT + 7))
+    [rgate-routes50]=$((BASE_PORT + 8))
+    [rgate-routes500]=$((BASE_PORT + 9))
 )
+
+# The marginal-cost rows (rgate-*) all send the same traffic: one path that
+# a route among 1, 50 or 500 takes, with an Origin as a browser would send,
+# so only the config differs between them (see bench/routes.py).
+MARGINAL_PATH=/api/svc0007/items
+MARGINAL_ORIGIN="Origin: https://app.example.com"
+target_path() { if [[ $1 == rgate-* ]]; then echo "$MARGINAL_PATH"; else echo /; fi; }
+target_header() { if [[ $1 == rgate-* ]]; then echo "$MARGINAL_ORIGIN"; fi; }
 
 # ----------------------------------------------------- process bookkeeping --
 PIDS=()            # every long-running process this script started
@@ -195,7 +213,7 @@ if ((BUILD)); then
 fi
 RGATE_BIN="$REPO/target/release/rgate"
 STUB_BIN="$REPO/target/release/rgate-upstream"
-if [[ " ${PROXIES[*]-} " == *" rgate "* ]]; then
+if [[ " ${PROXIES[*]-} " == *" rgate"* ]]; then
     [[ -x $RGATE_BIN ]] || die "$RGATE_BIN not found (build failed or --no-build)"
 fi
 if [[ $UPSTREAM_KIND == stub ]]; then
@@ -303,6 +321,16 @@ start_proxy() {
             start_server rgate "$RGATE_BIN" --port "${PORT[rgate]}" --bind 127.0.0.1 \
                 --config "$WORK/rgate.yml" --workers 1 --log-level warn
             ;;
+        rgate-*)
+            local routes=${t#rgate-routes} shaped=()
+            case $t in
+                rgate-route1) routes=1 ;;
+                rgate-shaped) routes=1 shaped=(--shaped) ;;
+            esac
+            python3 "$BENCH_DIR/routes.py" "$routes" "127.0.0.1:${PORT[upstream]}" "${shaped[@]}" >"$WORK/$t.yml"
+            start_server "$t" "$RGATE_BIN" --port "${PORT[$t]}" --bind 127.0.0.1 \
+                --config "$WORK/$t.yml" --workers 1 --log-level warn
+            ;;
         nginx|nginx-fwd)
             mkdir -p "$WORK/nginx-proxy-body"
             render "$BENCH_DIR/nginx.conf.tmpl" "$WORK/$t.conf" "$listen" "$(forwarding "$t" nginx)"
@@ -314,8 +342,8 @@ start_proxy() {
             ;;
     esac
     PROXY_PID=$LAST_PID
-    wait_ready "$t" "$PROXY_PID" "http://$listen/"
-    check_body "$t" "http://$listen/"
+    wait_ready "$t" "$PROXY_PID" "http://$listen$(target_path "$t")"
+    check_body "$t" "http://$listen$(target_path "$t")"
 }
 
 
@@ -343,17 +371,21 @@ run_load() {
 }
 
 run_wrk() {
-    # run_wrk URL SECONDS OUTFILE
+    # run_wrk URL SECONDS OUTFILE [HEADER]
+    local header=()
+    [[ -n ${4:-} ]] && header=(-H "$4")
     TIMEOUT_S=$(($2 + 30)) run_load "$3" "$3.err" \
-        wrk -t1 -c"$CONNS" -d"$2s" --timeout 5s "$1" ||
+        wrk -t1 -c"$CONNS" -d"$2s" --timeout 5s "${header[@]}" "$1" ||
         die "wrk failed against $1: $(tail -n 5 "$3" "$3.err")"
 }
 
 run_oha() {
-    # run_oha URL SECONDS OUTFILE: fixed request rate, latency corrected for
+    # run_oha URL SECONDS OUTFILE [HEADER]: fixed request rate, latency corrected for
     # coordinated omission (latency counted from each request's scheduled time).
+    local header=()
+    [[ -n ${4:-} ]] && header=(-H "$4")
     TIMEOUT_S=$(($2 + 30)) run_load "$3" "$3.err" \
-        oha --no-tui --output-format json -z "$2s" -q "$RATE" -c "$CONNS" --latency-correction "$1" ||
+        oha --no-tui --output-format json -z "$2s" -q "$RATE" -c "$CONNS" --latency-correction "${header[@]}" "$1" ||
         die "oha failed against $1: $(tail -n 5 "$3.err")"
 }
 
@@ -370,24 +402,26 @@ measure() {
     else
         start_proxy "$t"
         pid=$PROXY_PID
-        url="http://127.0.0.1:${PORT[$t]}/"
+        url="http://127.0.0.1:${PORT[$t]}$(target_path "$t")"
     fi
+    local header
+    header=$(target_header "$t")
     acc0=$(upstream_accepts)
 
     log "round $r/$ROUNDS $t: warm-up ${WARMUP}s"
-    ((WARMUP > 0)) && run_wrk "$url" "$WARMUP" "$tag.warmup.txt"
+    ((WARMUP > 0)) && run_wrk "$url" "$WARMUP" "$tag.warmup.txt" "$header"
 
     log "round $r/$ROUNDS $t: max throughput, wrk ${CONNS} conns ${DURATION}s"
     [[ -n $pid ]] && cpu0=$(cpu_ticks "$pid")
     ucpu0=$(cpu_ticks "$UP_PID")
     core0=$(core_ticks "$SERVER_CPU") lcore0=$(core_ticks "$LOAD_CPU") kids0=$(children_ticks)
-    run_wrk "$url" "$DURATION" "$tag.wrk.txt"
+    run_wrk "$url" "$DURATION" "$tag.wrk.txt" "$header"
     [[ -n $pid ]] && cpu1=$(cpu_ticks "$pid")
     ucpu1=$(cpu_ticks "$UP_PID")
     core1=$(core_ticks "$SERVER_CPU") lcore1=$(core_ticks "$LOAD_CPU") kids1=$(children_ticks)
 
     log "round $r/$ROUNDS $t: latency at ${RATE} req/s, oha ${CONNS} conns ${DURATION}s"
-    run_oha "$url" "$DURATION" "$tag.oha.json"
+    run_oha "$url" "$DURATION" "$tag.oha.json" "$header"
 
     acc1=$(upstream_accepts)
     if [[ -n $pid ]]; then
