@@ -330,3 +330,116 @@ fn host_keys_are_validated() {
         assert!(HostMatch::parse(bad).is_err(), "{bad}");
     }
 }
+
+/// The tree and host maps against a plain scan of every route, ranked by the
+/// precedence rules as the module documents them.
+mod against_a_scan {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    const PREFIXES: &[&str] = &["/", "/a", "/a/", "/a/b", "/ab", "/b"];
+    const HOSTS: &[Option<&str>] = &[None, Some("h.test"), Some("*.test"), Some("*.x.test")];
+    const PATHS: &[&str] = &[
+        "/", "/a", "/a/", "/a/b", "/a/bc", "/ab", "/abc", "/b/c", "/c",
+    ];
+    const REQUEST_HOSTS: &[Option<&str>] = &[
+        None,
+        Some("h.test"),
+        Some("a.test"),
+        Some("a.x.test"),
+        Some("other"),
+    ];
+
+    type Spec = (usize, bool, u8, u8, usize);
+
+    fn build(index: usize, (prefix, segment, methods, header, host): Spec) -> Route {
+        let mut r = route(index, PREFIXES[prefix]);
+        if segment {
+            r = super::segment(r);
+        }
+        r = match methods {
+            1 => with_methods(r, &[Method::GET]),
+            2 => with_methods(r, &[Method::POST]),
+            _ => r,
+        };
+        r = match header {
+            1 => with_header(r, "x-a", "1"),
+            2 => with_header(r, "x-a", "2"),
+            _ => r,
+        };
+        match HOSTS[host] {
+            Some(host) => with_host(r, host),
+            None => r,
+        }
+    }
+
+    fn host_matches(route: &HostMatch, host: Option<&str>) -> Option<(u8, usize)> {
+        match (route, host) {
+            (HostMatch::Any, _) => Some((2, 0)),
+            (HostMatch::Exact(name), Some(host)) if **name == *host => Some((0, 0)),
+            (HostMatch::Wildcard(suffix), Some(host)) if host.ends_with(&**suffix) => {
+                Some((1, usize::MAX - suffix.len()))
+            }
+            _ => None,
+        }
+    }
+
+    fn scan<'r>(
+        routes: &'r [Route],
+        path: &str,
+        host: Option<&str>,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<&'r Route> {
+        routes
+            .iter()
+            .filter_map(|r| {
+                let (class, suffix) = host_matches(&r.host, host)?;
+                let path_ok = path.starts_with(&*r.prefix) && r.matches_path(path);
+                let methods_ok = r.methods.as_ref().is_none_or(|m| m.contains(method));
+                let headers_ok = r.headers.iter().all(|c| c.matches(headers));
+                (path_ok && methods_ok && headers_ok).then_some((
+                    (
+                        class,
+                        suffix,
+                        usize::MAX - r.prefix.len(),
+                        r.methods.is_none(),
+                        usize::MAX - r.headers.len(),
+                    ),
+                    r,
+                ))
+            })
+            .min_by_key(|(key, _)| *key)
+            .map(|(_, r)| r)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn lookup_agrees_with_a_full_scan(
+            specs in prop::collection::vec((0..PREFIXES.len(), any::<bool>(), 0u8..3, 0u8..3, 0..HOSTS.len()), 1..8),
+            path in select(PATHS),
+            host in select(REQUEST_HOSTS),
+            post in any::<bool>(),
+            header in 0u8..3,
+        ) {
+            let routes: Vec<Route> = specs.iter().enumerate().map(|(i, s)| build(i, *s)).collect();
+            let Ok(router) = Router::new(routes.clone()) else {
+                return Ok(());
+            };
+            let method = if post { Method::POST } else { Method::GET };
+            let mut headers = HeaderMap::new();
+            if header > 0 {
+                headers.insert("x-a", HeaderValue::from_str(&header.to_string()).unwrap());
+            }
+            let found = router
+                .find(&RouteRequest { path, method: &method, headers: &headers, host, preflight: None })
+                .map(|(_, r)| r.index);
+            let expected = scan(&routes, path, host, &method, &headers).map(|r| r.index);
+            prop_assert_eq!(found, expected, "{} {:?} {} x-a={}", path, host, method, header);
+        }
+    }
+}
