@@ -20,11 +20,11 @@ pub enum PrefixRewrite {
 }
 
 impl PrefixRewrite {
-    /// The upstream's path for `path` (normalised, matched by `prefix`).
-    /// With literal prefix matching a prefix can end inside a segment
-    /// (`/api` matching `/apix`); what follows it is then a segment of its
-    /// own (`/x`), as Traefik's StripPrefix does.
-    pub fn apply(&self, prefix: &str, path: &str) -> String {
+    /// Appends the upstream's path for `path` (normalised, matched by
+    /// `prefix`) to `out`. With literal prefix matching a prefix can end
+    /// inside a segment (`/api` matching `/apix`); what follows it is then a
+    /// segment of its own (`/x`), as Traefik's StripPrefix does.
+    pub fn write(&self, prefix: &str, path: &str, out: &mut String) {
         // A prefix ending in `/` leaves that slash to the rest.
         let cut = if prefix.ends_with('/') {
             prefix.len() - 1
@@ -37,13 +37,11 @@ impl PrefixRewrite {
             PrefixRewrite::Strip => "",
             PrefixRewrite::Replace(new) => new.strip_suffix('/').unwrap_or(new),
         };
-        let mut out = String::with_capacity(base.len() + rest.len() + 1);
         out.push_str(base);
         if !rest.is_empty() || base.is_empty() || path.ends_with('/') && path.len() > cut {
             out.push('/');
         }
         out.push_str(rest);
-        out
     }
 
     /// The prefix as the client saw it, for `X-Forwarded-Prefix`.
@@ -59,12 +57,18 @@ impl PrefixRewrite {
 mod tests {
     use super::*;
 
+    fn apply(rewrite: &PrefixRewrite, prefix: &str, path: &str) -> String {
+        let mut out = String::new();
+        rewrite.write(prefix, path, &mut out);
+        out
+    }
+
     fn strip(prefix: &str, path: &str) -> String {
-        PrefixRewrite::Strip.apply(prefix, path)
+        apply(&PrefixRewrite::Strip, prefix, path)
     }
 
     fn replace(new: &str, prefix: &str, path: &str) -> String {
-        PrefixRewrite::Replace(new.into()).apply(prefix, path)
+        apply(&PrefixRewrite::Replace(new.into()), prefix, path)
     }
 
     #[test]

@@ -162,7 +162,8 @@ impl Template {
                 }
             }
         }
-        HeaderValue::from_str(&out).ok()
+        // Hands the string's buffer over: no second copy.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).ok()
     }
 }
 

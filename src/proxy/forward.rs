@@ -454,16 +454,18 @@ fn prepare_upstream_request(
     if needs_rewrite {
         let query = parts.uri.query();
         let path = normalized_path.unwrap_or(parts.uri.path());
-        // Once, before the first try: retries send the same head.
-        let rewritten = route
-            .rewrite
-            .as_ref()
-            .map(|rewrite| rewrite.apply(&route.prefix, path));
-        let path = rewritten.as_deref().unwrap_or(path);
-        let path_and_query = match query {
-            Some(query) => PathAndQuery::try_from(format!("{path}?{query}")),
-            None => PathAndQuery::try_from(path),
-        };
+        // One buffer for the whole target; the URI takes it over uncopied.
+        let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1) + 16);
+        match &route.rewrite {
+            // Once, before the first try: retries send the same head.
+            Some(rewrite) => rewrite.write(&route.prefix, path, &mut target),
+            None => target.push_str(path),
+        }
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        let path_and_query = PathAndQuery::try_from(target);
         if let Ok(path_and_query) = path_and_query {
             parts.uri = Uri::from(path_and_query);
         }
