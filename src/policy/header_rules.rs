@@ -59,6 +59,9 @@ pub fn refused_name(name: &HeaderName, side: Side) -> Option<&'static str> {
 #[derive(Debug, Clone, Copy)]
 pub struct Vars<'a> {
     pub client_ip: IpAddr,
+    /// `client_ip` already as a field value (the connection's peer, rendered
+    /// once per connection), when it is the client.
+    pub client_ip_value: Option<&'a HeaderValue>,
     pub request_id: &'a HeaderValue,
     pub route: &'a str,
     /// The Host field (or authority) as the client sent it.
@@ -146,13 +149,24 @@ impl Template {
             Template::Static(value) => return Some(value.clone()),
             Template::Dynamic(pieces) => pieces,
         };
+        // A value that is one placeholder shares the value it stands for.
+        match &pieces[..] {
+            [Piece::ClientIp] if vars.client_ip_value.is_some() => {
+                return vars.client_ip_value.cloned();
+            }
+            [Piece::RequestId] => return Some(vars.request_id.clone()),
+            _ => {}
+        }
         let mut out = String::with_capacity(64);
         for piece in pieces.iter() {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                Piece::ClientIp => {
-                    let _ = write!(out, "{}", vars.client_ip);
-                }
+                Piece::ClientIp => match vars.client_ip_value.map(HeaderValue::to_str) {
+                    Some(Ok(text)) => out.push_str(text),
+                    _ => {
+                        let _ = write!(out, "{}", vars.client_ip);
+                    }
+                },
                 Piece::RequestId => out.push_str(vars.request_id.to_str().ok()?),
                 Piece::Route => out.push_str(vars.route),
                 Piece::Host => {
@@ -207,6 +221,7 @@ mod tests {
     fn vars<'a>(id: &'a HeaderValue, host: Option<&'a HeaderValue>) -> Vars<'a> {
         Vars {
             client_ip: "203.0.113.9".parse().unwrap(),
+            client_ip_value: None,
             request_id: id,
             route: "payments",
             host,

@@ -150,6 +150,7 @@ impl Gateway {
         };
         let vars = |request_id| Vars {
             client_ip: identity.ip,
+            client_ip_value: (!identity.via_trusted_proxy).then_some(&ctx.client.header),
             request_id,
             route: &route.name,
             host: host_field.as_ref(),

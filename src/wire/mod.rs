@@ -77,7 +77,8 @@ pub(crate) struct Present {
 /// The header map of a frozen head; values share the head's bytes rather
 /// than copying them. `None` if a name or value is invalid.
 pub(crate) fn header_map(head: &Bytes, spans: &[FieldSpan]) -> Option<(HeaderMap, Present)> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for the few fields rgate may add (rules, CORS) without a rehash.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     let mut present = Present::default();
     for span in spans {
         let name = HeaderName::from_bytes(&head[span.name.0..span.name.1]).ok()?;
