@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
-use http::{Request, Response, StatusCode, Version};
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::time::{timeout_at, Instant};
@@ -184,7 +183,7 @@ pub(super) async fn forward(
         })?;
     let upgrade = headers::is_upgrade(request.version(), request.headers());
     let (mut parts, body) = request.into_parts();
-    let host = prepare_upstream_request(&mut parts, route, normalized_path, upgrade);
+    let host = headers::prepare_upstream_request(&mut parts, route, normalized_path, upgrade);
     let forwarded = Forwarded {
         client,
         trusted: identity.via_trusted_proxy,
@@ -436,56 +435,6 @@ async fn attempt<'a>(
             })
         }
     }
-}
-
-/// Turns the client's request head into the upstream's, in place (no copy of
-/// the header map): origin-form URI with the normalised (and, where the route
-/// says so, rewritten) path, HTTP/1.1, a
-/// Host, hop-by-hop headers removed. Returns the Host, for `X-Forwarded-Host`.
-fn prepare_upstream_request(
-    parts: &mut http::request::Parts,
-    route: &Route,
-    normalized_path: Option<&str>,
-    upgrade: bool,
-) -> Option<HeaderValue> {
-    let needs_rewrite =
-        normalized_path.is_some() || parts.uri.scheme().is_some() || route.rewrite.is_some();
-    let authority = parts.uri.authority().cloned();
-    if needs_rewrite {
-        let query = parts.uri.query();
-        let path = normalized_path.unwrap_or(parts.uri.path());
-        // One buffer for the whole target; the URI takes it over uncopied.
-        let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1) + 16);
-        match &route.rewrite {
-            // Once, before the first try: retries send the same head.
-            Some(rewrite) => rewrite.write(&route.prefix, path, &mut target),
-            None => target.push_str(path),
-        }
-        if let Some(query) = query {
-            target.push('?');
-            target.push_str(query);
-        }
-        let path_and_query = PathAndQuery::try_from(target);
-        if let Ok(path_and_query) = path_and_query {
-            parts.uri = Uri::from(path_and_query);
-        }
-    }
-    if upgrade {
-        headers::strip_hop_by_hop_keeping_upgrade(&mut parts.headers);
-    } else {
-        headers::strip_hop_by_hop(&mut parts.headers);
-    }
-    // HTTP/2 clients send the authority instead of a Host header.
-    let host = match parts.headers.get(header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => authority
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .inspect(|host| {
-                parts.headers.insert(header::HOST, host.clone());
-            }),
-    };
-    parts.version = Version::HTTP_11;
-    host
 }
 
 /// The body to send again on a retry: `None` when the request keeps no

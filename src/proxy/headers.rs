@@ -1,9 +1,13 @@
-//! Header rules between client and upstream: hop-by-hop removal (RFC 9110
-//! §7.6.1), `X-Forwarded-*`, and request ids.
+//! Header rules between client and upstream: the upstream's head prepared
+//! in place, hop-by-hop removal (RFC 9110 §7.6.1), `X-Forwarded-*`, and
+//! request ids.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
 use http::Version;
+
+use crate::router::Route;
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -198,6 +202,56 @@ fn new_request_id() -> HeaderValue {
     }
     HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&text))
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Turns the client's request head into the upstream's, in place (no copy of
+/// the header map): origin-form URI with the normalised (and, where the route
+/// says so, rewritten) path, HTTP/1.1, a
+/// Host, hop-by-hop headers removed. Returns the Host, for `X-Forwarded-Host`.
+pub(super) fn prepare_upstream_request(
+    parts: &mut http::request::Parts,
+    route: &Route,
+    normalized_path: Option<&str>,
+    upgrade: bool,
+) -> Option<HeaderValue> {
+    let needs_rewrite =
+        normalized_path.is_some() || parts.uri.scheme().is_some() || route.rewrite.is_some();
+    let authority = parts.uri.authority().cloned();
+    if needs_rewrite {
+        let query = parts.uri.query();
+        let path = normalized_path.unwrap_or(parts.uri.path());
+        // One buffer for the whole target; the URI takes it over uncopied.
+        let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1) + 16);
+        match &route.rewrite {
+            // Once, before the first try: retries send the same head.
+            Some(rewrite) => rewrite.write(&route.prefix, path, &mut target),
+            None => target.push_str(path),
+        }
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        let path_and_query = PathAndQuery::try_from(target);
+        if let Ok(path_and_query) = path_and_query {
+            parts.uri = Uri::from(path_and_query);
+        }
+    }
+    if upgrade {
+        strip_hop_by_hop_keeping_upgrade(&mut parts.headers);
+    } else {
+        strip_hop_by_hop(&mut parts.headers);
+    }
+    // HTTP/2 clients send the authority instead of a Host header.
+    let host = match parts.headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => authority
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .inspect(|host| {
+                parts.headers.insert(header::HOST, host.clone());
+            }),
+    };
+    parts.version = Version::HTTP_11;
+    host
 }
 
 #[cfg(test)]
