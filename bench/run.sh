@@ -545,6 +545,8 @@ M_NGINX=$(tool_version nginx -v)
 M_HAPROXY=$(tool_version haproxy -v)
 M_WRK=$(tool_version wrk -v)
 M_OHA=$(tool_version oha --version)
+# The raw records stay beside the report, so it can be rendered again.
+cp "$RAW" "${OUT%.md}.jsonl"
 python3 "$BENCH_DIR/report.py" --raw "$RAW" --out "$OUT" \
     --upstream "$UPSTREAM_KIND" --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
     --rate "$RATE" --conns "$CONNS" --load-cpu "$LOAD_CPU" --server-cpu "$SERVER_CPU" \
