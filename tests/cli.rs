@@ -158,6 +158,32 @@ fn check_and_serve_refuse_a_bad_config_naming_file_and_key() {
 }
 
 #[test]
+fn check_lists_every_problem_once_with_a_suggestion_for_a_typo() {
+    let file = write_config(
+        "routes:\n  - {path_prefix: /a, backend: b, timeout: 30, methods: [get]}\n\
+         \x20 - {path_prefix: /a, backend: b}\n  - {path_prefix: /a, backend: b}\n\
+         backends:\n  - {name: b, servers: [\"127.0.0.1:1\"], balanse: random}\n",
+    );
+    let path = file.path().display().to_string();
+    let output = Command::new(RGATE)
+        .arg("check")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for line in [
+        format!("{path}: routes[0].timeout: \"30\" has no unit"),
+        format!("{path}: routes[0].methods[0]: \"get\" is not a method"),
+        format!("{path}: routes[2]: matches the same requests as routes[1]"),
+        format!("{path}: backends[0].balanse: unknown field `balanse`; did you mean `balance`?"),
+    ] {
+        assert_eq!(stderr.matches(&line).count(), 1, "{line}\n{stderr}");
+    }
+    assert!(stderr.contains("invalid config (4 problems)"), "{stderr}");
+}
+
+#[test]
 fn a_missing_config_file_is_refused() {
     let output = Command::new(RGATE)
         .args(["--port", "0", "--config", "/nonexistent/rgate.yml"])
