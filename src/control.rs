@@ -52,6 +52,9 @@ pub enum ReloadError {
 pub(crate) type ReloadRequest = oneshot::Sender<Result<ReloadReport, ReloadError>>;
 
 /// The state the control thread owns.
+/// How often idle rate-limit keys are dropped.
+const RATE_LIMIT_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) struct ControlPlane {
     config_path: Option<PathBuf>,
     snapshot: Arc<SnapshotHandle>,
@@ -76,6 +79,7 @@ impl ControlPlane {
     ) -> Self {
         let backends = snapshot.load().backends.clone();
         let (discovery, discovery_task) = spawn_discovery(docker.clone(), backends.clone());
+        tokio::spawn(sweep_rate_limits(snapshot.clone()));
         Self {
             config_path,
             snapshot,
@@ -196,6 +200,19 @@ impl ControlPlane {
         }
         self.health = spawn_health_checks(&backends);
         Ok(report)
+    }
+}
+
+/// Drops idle rate-limit keys of the current snapshot's routes, off the
+/// request path; a key whose bucket is full again loses nothing by going.
+async fn sweep_rate_limits(snapshot: Arc<SnapshotHandle>) {
+    let mut every = tokio::time::interval(RATE_LIMIT_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for limit in crate::snapshot::rate_limits(&snapshot.load()) {
+            limit.sweep();
+        }
     }
 }
 

@@ -34,6 +34,12 @@ pub enum GatewayError {
     ClientTimeout { backend: Arc<str> },
     #[error("backend {backend}: the backend's circuit breaker is open")]
     CircuitOpen { backend: Arc<str> },
+    #[error("route {route}: over its rate limit")]
+    RateLimited {
+        route: Arc<str>,
+        /// Whole seconds, at least 1.
+        retry_after: u64,
+    },
     #[error("backend {backend}: max_in_flight reached")]
     Saturated { backend: Arc<str> },
     #[error("backend {backend}: connect failed: {source}")]
@@ -120,6 +126,10 @@ impl GatewayError {
             GatewayError::CircuitOpen { backend } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "circuit_open", backend)
             }
+            // Over the route's limit: told when to come back (RFC 6585 §4).
+            GatewayError::RateLimited { .. } => {
+                return (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None)
+            }
             // The bulkhead is full: refuse at once rather than queue (RFC 9110 §15.6.4).
             GatewayError::Saturated { backend } => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -181,6 +191,9 @@ impl GatewayError {
         );
         if self.closes_connection() {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let GatewayError::RateLimited { retry_after, .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
     }

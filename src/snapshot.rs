@@ -45,8 +45,8 @@ impl Snapshot {
     }
 
     /// Carries per-route state across a reload: a route whose id (its name,
-    /// else its matching keys) was in `previous` keeps the retry budget it
-    /// had, unless its share changed.
+    /// else its matching keys) was in `previous` keeps the retry budget and
+    /// the rate-limit buckets it had, unless their settings changed.
     fn carry_over_routes(&mut self, previous: &Snapshot) {
         let old: std::collections::HashMap<&str, &Route> = previous
             .router
@@ -60,6 +60,15 @@ impl Snapshot {
             };
             if old.retry.budget.ratio_milli() == route.retry.budget.ratio_milli() {
                 route.retry.budget = old.retry.budget.clone();
+            }
+            // Rate limit buckets, where the limit is the same: a reload
+            // must not hand every client a fresh burst.
+            let old_limit = old.policy.as_ref().and_then(|p| p.rate_limit.as_ref());
+            let new_limit = route.policy.as_mut().and_then(|p| p.rate_limit.as_mut());
+            if let (Some(old_limit), Some(new_limit)) = (old_limit, new_limit) {
+                if old_limit.settings == new_limit.settings && old_limit.key == new_limit.key {
+                    *new_limit = old_limit.clone();
+                }
             }
         }
     }
@@ -83,3 +92,14 @@ impl Default for DefaultResponse {
 
 /// The single atomically swapped pointer to the current snapshot.
 pub type SnapshotHandle = ArcSwap<Snapshot>;
+
+/// Every rate limit in a snapshot, for the sweep of idle keys.
+pub fn rate_limits(
+    snapshot: &Snapshot,
+) -> impl Iterator<Item = &Arc<crate::policy::rate_limit::RateLimit>> {
+    snapshot
+        .router
+        .routes()
+        .iter()
+        .filter_map(|route| route.policy.as_ref()?.rate_limit.as_ref())
+}

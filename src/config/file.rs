@@ -63,6 +63,7 @@ pub(crate) struct RouteFile {
     pub(crate) request_headers: Option<HeaderRulesFile>,
     pub(crate) response_headers: Option<HeaderRulesFile>,
     pub(crate) cors: Option<CorsFile>,
+    pub(crate) rate_limit: Option<RateLimitFile>,
     #[serde(default)]
     pub(crate) path_match: PathMatchFile,
     /// Limit for the upstream's response head (default 30s).
@@ -84,6 +85,21 @@ pub(crate) struct HeaderRulesFile {
     pub(crate) set: BTreeMap<String, String>,
     #[serde(default)]
     pub(crate) add: BTreeMap<String, String>,
+}
+
+/// A per-route request rate limit (GCRA).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimitFile {
+    /// Requests allowed per `per`.
+    pub(crate) requests: u32,
+    pub(crate) per: ConfigDuration,
+    /// Requests allowed at once (default: `requests`).
+    pub(crate) burst: Option<u32>,
+    /// `ip` (default), `header:NAME` or `route`.
+    pub(crate) key: Option<String>,
+    /// Distinct keys tracked at once (default 100000).
+    pub(crate) max_keys: Option<usize>,
 }
 
 /// Cross-origin resource sharing for browsers (the Fetch standard's CORS protocol).

@@ -328,3 +328,58 @@ fn per_route_state_follows_the_route_id_across_a_reload() {
     };
     assert!(!std::sync::Arc::ptr_eq(&api(&old), &api(&changed)));
 }
+
+#[test]
+fn rate_limits_are_checked() {
+    let limit = |body: &str| {
+        with_route(&format!(
+            "{{path_prefix: /, backend: b, rate_limit: {body}}}"
+        ))
+    };
+    assert!(parse(
+        &limit("{requests: 100, per: 1s, burst: 20, key: \"header:X-Key\"}"),
+        Path::new("c.yml")
+    )
+    .is_ok());
+    assert!(parse(&limit("{requests: 5, per: 1m}"), Path::new("c.yml")).is_ok());
+    refused(
+        &limit("{requests: 0, per: 1s}"),
+        "routes[0].rate_limit.requests",
+        "at least 1",
+    );
+    refused(
+        &limit("{requests: 1, per: 0s}"),
+        "routes[0].rate_limit.per",
+        "greater than zero",
+    );
+    refused(
+        &limit("{requests: 1, per: 1}"),
+        "routes[0].rate_limit.per",
+        "no unit",
+    );
+    refused(
+        &limit("{requests: 1, per: 1s, burst: 0}"),
+        "routes[0].rate_limit.burst",
+        "at least 1",
+    );
+    refused(
+        &limit("{requests: 1, per: 1s, key: user}"),
+        "routes[0].rate_limit.key",
+        "not one of",
+    );
+    refused(
+        &limit("{requests: 1, per: 1s, key: \"header:bad name\"}"),
+        "routes[0].rate_limit.key",
+        "not a header name",
+    );
+    refused(
+        &limit("{requests: 1, per: 1s, key: \"claim:sub\"}"),
+        "routes[0].rate_limit.key",
+        "needs the route to verify a token",
+    );
+    refused(
+        &limit("{requests: 1, per: 1s, max_keys: 0}"),
+        "routes[0].rate_limit.max_keys",
+        "at least 1",
+    );
+}

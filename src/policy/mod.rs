@@ -4,24 +4,32 @@
 
 pub mod cors;
 pub mod header_rules;
+pub mod rate_limit;
 pub mod retry;
 pub mod trusted;
+
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
 
 use self::cors::Cors;
 use self::header_rules::{HeaderRules, Vars};
+use self::rate_limit::{Decision, RateLimit};
 
 /// A route's edge policy: a closed set of optional parts, each compiled
 /// once at load. A route without any has none at all (one pointer test per
 /// request), and a part that is off is a `None` that costs nothing.
 ///
-/// Order on the request path: CORS preflight (may answer) → request header
-/// rules → forward → response header rules → CORS response fields (also on
-/// rgate's own answers for the route, such as a 503).
+/// Order on the request path: CORS preflight (may answer) → rate limit (may
+/// answer 429) → request header rules → forward → response header rules →
+/// `RateLimit-*` and CORS response fields (also on rgate's own answers for
+/// the route, such as a 503 or a 429).
 #[derive(Debug, Clone, Default)]
 pub struct EdgePolicy {
     pub cors: Option<Cors>,
+    /// Shared with the route of the same id in the next snapshot, so its
+    /// buckets survive a reload, and with the sweep of idle keys.
+    pub rate_limit: Option<Arc<RateLimit>>,
     pub request_headers: Option<HeaderRules>,
     pub response_headers: Option<HeaderRules>,
 }
@@ -30,6 +38,7 @@ impl EdgePolicy {
     /// `None` when no part is on: the route then carries no policy.
     pub fn boxed(self) -> Option<Box<EdgePolicy>> {
         let any = self.cors.is_some()
+            || self.rate_limit.is_some()
             || self.request_headers.is_some()
             || self.response_headers.is_some();
         any.then(|| Box::new(self))
@@ -39,10 +48,20 @@ impl EdgePolicy {
 impl EdgePolicy {
     /// The answer's part of the policy, on the upstream's answer and on
     /// rgate's own alike: response header rules, then the CORS fields (so a
-    /// rule cannot undo what CORS decided). `origin` is the request's.
-    pub fn respond(&self, headers: &mut HeaderMap, origin: Option<&HeaderValue>, vars: &Vars<'_>) {
+    /// rule cannot undo what CORS decided). `origin` is the request's;
+    /// `limited` the rate limit's decision, when the route has one.
+    pub fn respond(
+        &self,
+        headers: &mut HeaderMap,
+        origin: Option<&HeaderValue>,
+        limited: Option<Decision>,
+        vars: &Vars<'_>,
+    ) {
         if let Some(rules) = &self.response_headers {
             rules.apply(headers, vars);
+        }
+        if let (Some(limit), Some(decision)) = (&self.rate_limit, limited) {
+            limit.headers(decision, headers);
         }
         if let Some(cors) = &self.cors {
             cors.respond(origin, headers);

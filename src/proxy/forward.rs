@@ -114,6 +114,7 @@ fn backend_verdict(result: &Result<Response<ResponseBody>, GatewayError>) -> Opt
             | GatewayError::EndpointsUnavailable { .. }
             | GatewayError::CircuitOpen { .. }
             | GatewayError::Saturated { .. }
+            | GatewayError::RateLimited { .. }
             | GatewayError::BadRequest(_)
             | GatewayError::HeadTooLarge
             | GatewayError::BodyTooLarge { .. }

@@ -34,6 +34,7 @@ use crate::observe::stats::{Stats, StatsShard};
 use crate::path::normalize;
 use crate::policy::cors;
 use crate::policy::header_rules::Vars;
+use crate::policy::rate_limit::Decision;
 use crate::policy::EdgePolicy;
 use crate::response::{self, ResponseBody};
 use crate::router::{self, RouteRequest, RESERVED_PATH};
@@ -158,6 +159,7 @@ impl Gateway {
         // What the policy renders `{request_id}` from; the id itself moves
         // on to forwarding (a generated id's first clone allocates).
         let answer_id = policy.map(|_| request_id.clone());
+        let mut limited = None;
         let mut response = match (policy, preflight.as_ref()) {
             // A preflight is answered here, never forwarded.
             (
@@ -170,7 +172,21 @@ impl Gateway {
                 rctx.status = Some(response.status());
                 return response;
             }
-            _ => {
+            _ => 'answer: {
+                // Before the backend's breaker and bulkhead: a refused request
+                // takes no slot and no upstream connection.
+                if let Some(limit) = policy.and_then(|p| p.rate_limit.as_deref()) {
+                    let decision = limit.check(identity.ip, request.headers());
+                    limited = Some(decision);
+                    if let Decision::Limited { retry_after } = decision {
+                        let error = GatewayError::RateLimited {
+                            route: route.name.clone(),
+                            retry_after,
+                        };
+                        rctx.error = Some(error.code());
+                        break 'answer error.into_response();
+                    }
+                }
                 let rules = policy.and_then(|p| p.request_headers.as_ref());
                 if let (Some(rules), Some(id)) = (rules, &answer_id) {
                     rules.apply(request.headers_mut(), &vars(id));
@@ -195,7 +211,7 @@ impl Gateway {
             }
         };
         if let (Some(policy), Some(id)) = (policy, &answer_id) {
-            policy.respond(response.headers_mut(), origin.as_ref(), &vars(id));
+            policy.respond(response.headers_mut(), origin.as_ref(), limited, &vars(id));
         }
         rctx.status = Some(response.status());
         response

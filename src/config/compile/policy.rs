@@ -4,9 +4,12 @@ use http::header::{HeaderName, HeaderValue};
 use http::Method;
 
 use super::Problems;
-use crate::config::file::{CorsFile, HeaderRulesFile};
+use std::num::NonZeroU32;
+
+use crate::config::file::{CorsFile, HeaderRulesFile, RateLimitFile};
 use crate::policy::cors::{Cors, Origins};
 use crate::policy::header_rules::{refused_name, HeaderRules, Side, Template};
+use crate::policy::rate_limit::{LimitKey, RateLimit, DEFAULT_MAX_KEYS};
 use crate::policy::trusted::TrustedProxies;
 use crate::router::MethodSet;
 
@@ -244,4 +247,78 @@ pub(super) fn compile_trusted(list: &[String], problems: &mut Problems<'_>) -> T
         }
     }
     TrustedProxies::new(nets)
+}
+
+pub(super) fn compile_rate_limit(
+    key: &str,
+    limit: RateLimitFile,
+    problems: &mut Problems<'_>,
+) -> Option<RateLimit> {
+    let RateLimitFile {
+        requests,
+        per,
+        burst,
+        key: limit_key,
+        max_keys,
+    } = limit;
+    let path = |field: &str| format!("{key}.rate_limit.{field}");
+    let before = problems.list.len();
+    let requests = NonZeroU32::new(requests);
+    if requests.is_none() {
+        problems.add(path("requests"), "must be at least 1");
+    }
+    if per.0.is_zero() {
+        problems.add(path("per"), "must be greater than zero");
+    }
+    let burst = match burst.map(NonZeroU32::new) {
+        None => requests,
+        Some(Some(burst)) => Some(burst),
+        Some(None) => {
+            problems.add(path("burst"), "must be at least 1");
+            None
+        }
+    };
+    let limit_key = match limit_key.as_deref().map(str::trim) {
+        None | Some("ip") => Some(LimitKey::ClientIp),
+        Some("route") => Some(LimitKey::Route),
+        Some(text) => match text.split_once(':') {
+            Some(("header", name)) => match HeaderName::try_from(name.trim()) {
+                Ok(name) => Some(LimitKey::Header(name)),
+                Err(_) => {
+                    problems.add(path("key"), format!("{name:?} is not a header name"));
+                    None
+                }
+            },
+            // Claims come from a verified token: a route without `auth` has none.
+            Some(("claim", _)) => {
+                problems.add(
+                    path("key"),
+                    "a claim key needs the route to verify a token (auth), and this route has none",
+                );
+                None
+            }
+            _ => {
+                problems.add(
+                    path("key"),
+                    format!("{text:?} is not one of ip, header:NAME, claim:NAME, route"),
+                );
+                None
+            }
+        },
+    };
+    let max_keys = max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+    if max_keys == 0 {
+        problems.add(path("max_keys"), "must be at least 1");
+    }
+    let (Some(requests), Some(burst), Some(limit_key)) = (requests, burst, limit_key) else {
+        return None;
+    };
+    if problems.list.len() != before {
+        return None;
+    }
+    let limit = RateLimit::new(requests, per.0, burst, limit_key, max_keys);
+    if limit.is_none() {
+        problems.add(path("per"), "is too short for that many requests");
+    }
+    limit
 }

@@ -46,6 +46,7 @@ pub(super) fn compile_routes(
             request_headers,
             response_headers,
             cors,
+            rate_limit,
             path_match,
             timeout,
             idle_timeout,
@@ -90,6 +91,9 @@ pub(super) fn compile_routes(
         let policy = EdgePolicy {
             cors: cors
                 .and_then(|cors| policy::compile_cors(&key, cors, methods.as_ref(), problems)),
+            rate_limit: rate_limit
+                .and_then(|limit| policy::compile_rate_limit(&key, limit, problems))
+                .map(Arc::new),
             request_headers: request_headers.and_then(|rules| {
                 policy::compile_header_rules(
                     &format!("{key}.request_headers"),
