@@ -207,6 +207,7 @@ def main():
         labels = {
             base: "1 route, no shaping (baseline)",
             "rgate-shaped": "same route + strip_prefix + 3 header rules + CORS",
+            "rgate-limited": "same route + rate limit by client address (memory)",
             "rgate-routes50": "50 routes (half bound to hosts)",
             "rgate-routes500": "500 routes (half bound to hosts)",
         }

@@ -22,7 +22,7 @@ RATE=5000            # req/s of the fixed-rate (open model) latency run
 CONNS=64             # keep-alive connections of every load run
 ONLY="rgate,nginx,haproxy,nginx-fwd,haproxy-fwd"
 UPSTREAM_KIND=stub   # stub = target/release/rgate-upstream; nginx = nginx `return 200`
-BASE_PORT=18380      # ports BASE..BASE+9: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, then the rgate-* rows
+BASE_PORT=18380      # ports BASE..BASE+10: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, then the rgate-* rows
 LOAD_CPU=0
 SERVER_CPU=1
 BUILD=1
@@ -44,12 +44,13 @@ Usage: bench/run.sh [options]
                      peers also do rgate's per-request header work, see
                      bench/README.md; `direct` is always measured: it is the
                      baseline for added latency); `marginal` adds the rows
-                     rgate-route1, rgate-shaped, rgate-routes50 and
-                     rgate-routes500 (the cost of shaping and of table size)
+                     rgate-route1, rgate-shaped, rgate-limited, rgate-routes50
+                     and rgate-routes500 (the cost of shaping, of a rate
+                     limit and of table size)
   --quick            smoke test: 1 round, 3 s runs, 1 s warm-up
   --upstream KIND    stub (default: target/release/rgate-upstream --fixed-body-size 100)
                      or nginx (nginx `return 200` with a 100-byte JSON body)
-  --base-port P      use 127.0.0.1 ports P..P+9 (default 18380); the script
+  --base-port P      use 127.0.0.1 ports P..P+10 (default 18380); the script
                      refuses to run if one of them is taken
   --load-cpu N       CPU of the load generator (default 0)
   --server-cpu N     CPU of the proxy and the upstream (default 1)
@@ -103,13 +104,13 @@ PROXIES=()
 IFS=',' read -r -a _only <<<"$ONLY"
 for t in "${_only[@]}"; do
     case $t in
-        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd|rgate-route1|rgate-shaped|rgate-routes50|rgate-routes500)
+        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd|rgate-route1|rgate-shaped|rgate-limited|rgate-routes50|rgate-routes500)
             [[ " ${PROXIES[*]-} " == *" $t "* ]] || PROXIES+=("$t") ;;
-        marginal) for m in rgate-route1 rgate-shaped rgate-routes50 rgate-routes500; do
+        marginal) for m in rgate-route1 rgate-shaped rgate-limited rgate-routes50 rgate-routes500; do
                 [[ " ${PROXIES[*]-} " == *" $m "* ]] || PROXIES+=("$m")
             done ;;
         direct|"") ;;
-        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, rgate-route1, rgate-shaped, rgate-routes50, rgate-routes500, marginal; direct is implicit)" ;;
+        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, rgate-route1, rgate-shaped, rgate-limited, rgate-routes50, rgate-routes500, marginal; direct is implicit)" ;;
     esac
 done
 TARGETS=(direct "${PROXIES[@]}")
@@ -125,6 +126,7 @@ declare -A PORT=(
     [rgate-shaped]=$((BASE_PORT + 7))
     [rgate-routes50]=$((BASE_PORT + 8))
     [rgate-routes500]=$((BASE_PORT + 9))
+    [rgate-limited]=$((BASE_PORT + 10))
 )
 
 # The marginal-cost rows (rgate-*) all send the same traffic: one path that
@@ -326,6 +328,7 @@ start_proxy() {
             case $t in
                 rgate-route1) routes=1 ;;
                 rgate-shaped) routes=1 shaped=(--shaped) ;;
+                rgate-limited) routes=1 shaped=(--limited) ;;
             esac
             python3 "$BENCH_DIR/routes.py" "$routes" "127.0.0.1:${PORT[upstream]}" "${shaped[@]}" >"$WORK/$t.yml"
             start_server "$t" "$RGATE_BIN" --port "${PORT[$t]}" --bind 127.0.0.1 \
