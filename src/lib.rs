@@ -20,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod discovery;
 pub mod error;
+pub mod methods;
 pub mod observe;
 pub mod path;
 pub mod policy;

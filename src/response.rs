@@ -9,7 +9,6 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::proxy::tunnel::Tunnel;
 use crate::proxy::upstream::{BodyError, PooledBody};
-use crate::snapshot::DefaultResponse;
 
 /// Every body rgate sends to clients: an upstream's streamed through, or one of
 /// rgate's own. An enum rather than a boxed trait object: no allocation per response.
@@ -62,6 +61,22 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ResponseBody::Tunnel(_) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The answer when no route matches.
+#[derive(Debug, Clone)]
+pub struct DefaultResponse {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Default for DefaultResponse {
+    fn default() -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            body: Bytes::from_static(br#"{"error":"no_route"}"#),
         }
     }
 }

@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::StatusCode;
 
 use crate::backend::Backend;
 use crate::policy::trusted::TrustedProxies;
+pub use crate::response::DefaultResponse;
 use crate::router::{Route, Router};
 
 /// Everything compiled from one config file that the request path needs.
@@ -70,22 +69,6 @@ impl Snapshot {
                     *new_limit = old_limit.clone();
                 }
             }
-        }
-    }
-}
-
-/// The answer when no route matches.
-#[derive(Debug, Clone)]
-pub struct DefaultResponse {
-    pub status: StatusCode,
-    pub body: Bytes,
-}
-
-impl Default for DefaultResponse {
-    fn default() -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            body: Bytes::from_static(br#"{"error":"no_route"}"#),
         }
     }
 }

@@ -13,8 +13,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
+use crate::methods::MethodSet;
 use crate::response::ResponseBody;
-use crate::router::MethodSet;
 
 /// Request fields a browser never asks permission for (Fetch's
 /// CORS-safelisted names whose values never need it).

@@ -30,9 +30,10 @@ use std::time::Duration;
 use http::{HeaderMap, Method};
 use rustc_hash::FxHashMap;
 
-pub use self::conditions::{HeaderCondition, MethodSet};
+pub use self::conditions::HeaderCondition;
 pub use self::host::{request_host, HostMatch, MAX_HOST};
 use self::prefix::PrefixTable;
+pub use crate::methods::MethodSet;
 use crate::path::rewrite::PrefixRewrite;
 use crate::policy::retry::RetryPolicy;
 use crate::policy::EdgePolicy;

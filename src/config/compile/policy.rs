@@ -7,11 +7,11 @@ use super::Problems;
 use std::num::NonZeroU32;
 
 use crate::config::file::{CorsFile, HeaderRulesFile, RateLimitFile};
+use crate::methods::MethodSet;
 use crate::policy::cors::{Cors, Origins};
 use crate::policy::header_rules::{refused_name, HeaderRules, Side, Template};
 use crate::policy::rate_limit::{LimitKey, RateLimit, DEFAULT_MAX_KEYS};
 use crate::policy::trusted::TrustedProxies;
-use crate::router::MethodSet;
 
 pub(super) fn compile_header_rules(
     key: &str,
