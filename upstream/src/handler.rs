@@ -6,17 +6,17 @@ use std::time::Duration;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::request::Parts;
-use http::{HeaderName, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
 use crate::body::Body;
+use crate::reply::response;
 use crate::websocket;
 use crate::{Counters, Shared};
 
-const X_UPSTREAM_NAME: HeaderName = HeaderName::from_static("x-upstream-name");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
@@ -181,20 +181,6 @@ fn stats(shared: &Shared) -> Response<Body> {
     })
     .to_string();
     response(shared, StatusCode::OK, APPLICATION_JSON, Body::full(body))
-}
-
-pub(crate) fn response(
-    shared: &Shared,
-    status: StatusCode,
-    content_type: HeaderValue,
-    body: Body,
-) -> Response<Body> {
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
-    headers.insert(CONTENT_TYPE, content_type);
-    headers.insert(X_UPSTREAM_NAME, shared.name_header.clone());
-    resp
 }
 
 /// Counts a request as cancelled unless disarmed before it is dropped.

@@ -42,6 +42,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 mod body;
 mod handler;
+mod reply;
 mod websocket;
 
 /// Behaviour of a stub upstream.

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::body::Body;
-use crate::handler::response;
+use crate::reply::response;
 use crate::Shared;
 
 const WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
