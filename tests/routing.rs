@@ -383,3 +383,31 @@ async fn a_reload_changes_a_rule_under_traffic_without_a_failed_request() {
     let (_, _, body) = fetch(addr, "/api/x").await;
     assert_eq!(json(&body)["headers"]["x-version"], "two");
 }
+
+#[tokio::test]
+async fn http2_requests_route_by_their_authority() {
+    let (_ups, backends) = three().await;
+    let gw = TestGateway::start(&format!(
+        "routes:\n\
+         \x20 - {{path_prefix: /, host: \"*.example.com\", backend: a, strip_prefix: true}}\n\
+         \x20 - {{path_prefix: /, backend: b}}\n{backends}"
+    ));
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    // HTTP/2 carries the host as :authority, not as a Host field.
+    for (authority, expected) in [("API.example.com:8443", "a"), ("other.test", "b")] {
+        let request = Request::get(format!("http://{authority}/x?y=1"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (status, headers, body) = read(sender.send_request(request).await.unwrap()).await;
+        assert_eq!(status, 200, "{authority}");
+        assert_eq!(upstream_name(&headers), expected, "{authority}");
+        assert_eq!(json(&body)["query"], "y=1");
+    }
+}
