@@ -203,7 +203,7 @@ async fn forwarded_for_is_replaced_unless_the_peer_is_a_trusted_proxy() {
         "trusted_proxies: [127.0.0.0/8]\n\
          routes:\n  - {{path_prefix: /, backend: a, request_headers: {{set: {{X-Client: \"{{client_ip}}\"}}}}}}\n{backends}"
     ));
-    let forged = [("x-forwarded-for", "203.0.113.9, 10.1.1.1")];
+    let forged = [("x-forwarded-for", "203.0.113.9, 198.51.100.1")];
     let (_, _, body) = send(&untrusted, Method::GET, "/x", &forged).await;
     let echo = json(&body);
     assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1");
@@ -213,10 +213,10 @@ async fn forwarded_for_is_replaced_unless_the_peer_is_a_trusted_proxy() {
     let echo = json(&body);
     assert_eq!(
         echo["headers"]["x-forwarded-for"],
-        "203.0.113.9, 10.1.1.1, 127.0.0.1"
+        "203.0.113.9, 198.51.100.1, 127.0.0.1"
     );
-    // 10.1.1.1 is not in the trusted list: it is the client.
-    assert_eq!(echo["headers"]["x-client"], "10.1.1.1");
+    // 198.51.100.1 is not in the trusted list: it is the client.
+    assert_eq!(echo["headers"]["x-client"], "198.51.100.1");
 }
 
 const CORS_ROUTE: &str = "    cors:\n\

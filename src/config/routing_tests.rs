@@ -17,7 +17,7 @@ fn with_route(route: &str) -> String {
 #[test]
 fn every_routing_and_shaping_key_compiles() {
     let yaml = format!(
-        "trusted_proxies: [10.0.0.0/8, \"::1\"]\n\
+        "trusted_proxies: [192.0.2.0/24, \"::1\"]\n\
          routes:\n\
          \x20 - name: shop-api\n\
          \x20   host: \"*.Example.com\"\n\
@@ -206,7 +206,7 @@ fn cors_is_checked() {
 #[test]
 fn trusted_proxies_must_be_networks() {
     refused(
-        &format!("trusted_proxies: [10.0.0.0/8, proxy.internal]\n{BACKEND}"),
+        &format!("trusted_proxies: [192.0.2.0/24, proxy.internal]\n{BACKEND}"),
         "trusted_proxies[1]",
         "not a CIDR block",
     );

@@ -32,7 +32,7 @@ impl TrustedProxies {
         Self { nets: nets.into() }
     }
 
-    /// Parses `10.0.0.0/8` or a single address.
+    /// Parses `192.0.2.0/24` or a single address.
     pub fn parse_net(text: &str) -> Result<IpNet, String> {
         let text = text.trim();
         text.parse::<IpNet>()
@@ -121,41 +121,50 @@ mod tests {
     #[test]
     fn without_trust_the_peer_is_the_client() {
         let none = TrustedProxies::default();
-        let id = client(&none, "198.51.100.7", &["1.2.3.4"]);
-        assert_eq!(id.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+        let id = client(&none, "192.0.2.7", &["1.2.3.4"]);
+        assert_eq!(id.ip, "192.0.2.7".parse::<IpAddr>().unwrap());
         assert!(!id.via_trusted_proxy);
-        let some = proxies(&["10.0.0.0/8"]);
-        assert!(!client(&some, "198.51.100.7", &["1.2.3.4"]).via_trusted_proxy);
+        let some = proxies(&["198.51.100.0/24"]);
+        assert!(!client(&some, "192.0.2.7", &["1.2.3.4"]).via_trusted_proxy);
     }
 
     #[test]
     fn the_client_is_the_rightmost_untrusted_address() {
-        let trusted = proxies(&["10.0.0.0/8", "192.0.2.1"]);
+        let trusted = proxies(&["198.51.100.0/24", "192.0.2.1"]);
         let ip = |peer, xff: &[&str]| client(&trusted, peer, xff).ip.to_string();
-        assert_eq!(ip("10.0.0.1", &["1.1.1.1, 2.2.2.2, 10.9.9.9"]), "2.2.2.2");
         assert_eq!(
-            ip("10.0.0.1", &["1.1.1.1", "2.2.2.2, 192.0.2.1"]),
-            "2.2.2.2"
+            ip("198.51.100.1", &["203.0.113.1, 203.0.113.2, 198.51.100.9"]),
+            "203.0.113.2"
+        );
+        assert_eq!(
+            ip("198.51.100.1", &["203.0.113.1", "203.0.113.2, 192.0.2.1"]),
+            "203.0.113.2"
         );
         // All trusted: the left-most.
-        assert_eq!(ip("10.0.0.1", &["10.1.1.1, 10.2.2.2"]), "10.1.1.1");
-        // No field: the peer.
-        assert_eq!(ip("10.0.0.1", &[]), "10.0.0.1");
-        // Garbage stops the walk at the last address believed.
-        assert_eq!(ip("10.0.0.1", &["1.1.1.1, junk, 10.3.3.3"]), "10.3.3.3");
         assert_eq!(
-            ip("10.0.0.1", &["[2001:db8::1]:443, 3.3.3.3:80"]),
-            "3.3.3.3"
+            ip("198.51.100.1", &["198.51.100.11, 198.51.100.12"]),
+            "198.51.100.11"
         );
-        assert_eq!(ip("::ffff:10.0.0.1", &["4.4.4.4"]), "4.4.4.4");
-        assert!(client(&trusted, "10.0.0.1", &["4.4.4.4"]).via_trusted_proxy);
+        // No field: the peer.
+        assert_eq!(ip("198.51.100.1", &[]), "198.51.100.1");
+        // Garbage stops the walk at the last address believed.
+        assert_eq!(
+            ip("198.51.100.1", &["203.0.113.1, junk, 198.51.100.13"]),
+            "198.51.100.13"
+        );
+        assert_eq!(
+            ip("198.51.100.1", &["[2001:db8::1]:443, 203.0.113.3:80"]),
+            "203.0.113.3"
+        );
+        assert_eq!(ip("::ffff:198.51.100.1", &["203.0.113.4"]), "203.0.113.4");
+        assert!(client(&trusted, "198.51.100.1", &["203.0.113.4"]).via_trusted_proxy);
     }
 
     #[test]
     fn nets_parse_as_cidr_or_address() {
-        assert!(TrustedProxies::parse_net("10.0.0.0/8").is_ok());
+        assert!(TrustedProxies::parse_net("198.51.100.0/24").is_ok());
         assert!(TrustedProxies::parse_net("::1").is_ok());
-        assert!(TrustedProxies::parse_net("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse_net("198.51.100.0/33").is_err());
         assert!(TrustedProxies::parse_net("example.com").is_err());
     }
 }
