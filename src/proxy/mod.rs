@@ -99,120 +99,107 @@ impl Gateway {
         let mut rctx = RequestCtx::start(&ctx.shard);
         // Exactly one load: the request keeps this snapshot to the end.
         let snapshot = gateway.snapshot.load_full();
-        if let Err(bad) = checked {
-            let response = GatewayError::from(bad).into_response();
-            rctx.status = Some(response.status());
-            return response;
-        }
-        let preflight = if request.method() == Method::OPTIONS {
-            cors::preflight_method(request.method(), request.headers())
-        } else {
-            None
-        };
-        let found = {
-            // Read only when some route names a host; scoped so the buffer
-            // is not part of the request's future.
-            let mut buf = [0; router::MAX_HOST];
-            let host = if snapshot.router.uses_hosts() {
-                router::request_host(request.uri(), request.headers(), &mut buf)
-            } else {
-                None
+        let response = 'respond: {
+            if let Err(bad) = checked {
+                break 'respond GatewayError::from(bad).into_response();
+            }
+            let preflight = cors::preflight_method(request.method(), request.headers());
+            let found = {
+                // Read only when some route names a host; scoped so the
+                // buffer is not part of the request's future.
+                let mut buf = [0; router::MAX_HOST];
+                let host = if snapshot.router.uses_hosts() {
+                    router::request_host(request.uri(), request.headers(), &mut buf)
+                } else {
+                    None
+                };
+                snapshot.router.find(&RouteRequest {
+                    path,
+                    method: request.method(),
+                    headers: request.headers(),
+                    host,
+                    preflight: preflight.as_ref(),
+                })
             };
-            snapshot.router.find(&RouteRequest {
-                path,
-                method: request.method(),
-                headers: request.headers(),
-                host,
-                preflight: preflight.as_ref(),
-            })
-        };
-        let Some((index, route)) = found else {
-            let response = response::default_response(&snapshot.default_response);
-            rctx.status = Some(response.status());
-            return response;
-        };
-        rctx.route = Some(index);
-        let identity = snapshot
-            .trusted_proxies
-            .client(ctx.client.ip, request.headers());
-        let request_id = headers::request_id(request.headers());
-        let policy = route.policy.as_deref();
-        // What the answer's policy needs from the request, kept before the
-        // request moves upstream. Routes without a policy skip all of it.
-        let (origin, host_field) = match policy {
-            None => (None, None),
-            Some(policy) => (
-                policy
-                    .cors
-                    .as_ref()
-                    .and_then(|_| request.headers().get(header::ORIGIN).cloned()),
-                request.headers().get(header::HOST).cloned(),
-            ),
-        };
-        let vars = |request_id| Vars {
-            client_ip: identity.ip,
-            client_ip_value: (!identity.via_trusted_proxy).then_some(&ctx.client.header),
-            request_id,
-            route: &route.name,
-            host: host_field.as_ref(),
-        };
-        // What the policy renders `{request_id}` from; the id itself moves
-        // on to forwarding (a generated id's first clone allocates).
-        let answer_id = policy.map(|_| request_id.clone());
-        let mut limited = None;
-        let mut response = match (policy, preflight.as_ref()) {
+            let Some((index, route)) = found else {
+                break 'respond response::default_response(&snapshot.default_response);
+            };
+            rctx.route = Some(index);
+            let policy = route.policy.as_deref();
             // A preflight is answered here, never forwarded.
-            (
+            if let (
                 Some(EdgePolicy {
                     cors: Some(cors), ..
                 }),
                 Some(asked),
-            ) => {
-                let response = cors.preflight(request.headers(), asked);
-                rctx.status = Some(response.status());
-                return response;
+            ) = (policy, &preflight)
+            {
+                break 'respond cors.preflight(request.headers(), asked);
             }
-            _ => 'answer: {
-                // Before the backend's breaker and bulkhead: a refused request
-                // takes no slot and no upstream connection.
+            let identity = snapshot
+                .trusted_proxies
+                .client(ctx.client.ip, request.headers());
+            let request_id = headers::request_id(request.headers());
+            // What the answer's policy needs from the request, kept before
+            // the request moves upstream. Routes without a policy skip it.
+            let (origin, host_field) = match policy {
+                None => (None, None),
+                Some(policy) => (
+                    policy
+                        .cors
+                        .as_ref()
+                        .and_then(|_| request.headers().get(header::ORIGIN).cloned()),
+                    request.headers().get(header::HOST).cloned(),
+                ),
+            };
+            let vars = |request_id| Vars {
+                client_ip: identity.ip,
+                client_ip_value: (!identity.via_trusted_proxy).then_some(&ctx.client.header),
+                request_id,
+                route: &route.name,
+                host: host_field.as_ref(),
+            };
+            // What the policy renders `{request_id}` from; the id itself
+            // moves on to forwarding (a generated id's first clone allocates).
+            let answer_id = policy.map(|_| request_id.clone());
+            let mut limited = None;
+            let result = 'forwarded: {
+                // Before the backend's breaker and bulkhead: a refused
+                // request takes no slot and no upstream connection.
                 if let Some(limit) = policy.and_then(|p| p.rate_limit.as_deref()) {
                     let decision = limit.check(identity.ip, request.headers());
                     limited = Some(decision);
                     if let Decision::Limited { retry_after } = decision {
-                        let error = GatewayError::RateLimited {
+                        break 'forwarded Err(GatewayError::RateLimited {
                             route: route.name.clone(),
                             retry_after,
-                        };
-                        rctx.error = Some(error.code());
-                        break 'answer error.into_response();
+                        });
                     }
                 }
                 let rules = policy.and_then(|p| p.request_headers.as_ref());
                 if let (Some(rules), Some(id)) = (rules, &answer_id) {
                     rules.apply(request.headers_mut(), &vars(id));
                 }
-                let backend = &snapshot.backends[route.backend];
                 let forwarding = forward::Forwarding {
                     route,
-                    backend,
+                    backend: &snapshot.backends[route.backend],
                     client: &ctx.client,
                     identity,
                     request_id,
                     normalized_path: normalized.as_deref(),
                 };
-                match forward::forward(forwarding, request, &mut rctx).await {
-                    Ok(response) => response,
-                    Err(error) => {
-                        rctx.error = Some(error.code());
-                        debug!(route = %route.name, %error, "request failed");
-                        error.into_response()
-                    }
-                }
+                forward::forward(forwarding, request, &mut rctx).await
+            };
+            let mut response = result.unwrap_or_else(|error| {
+                rctx.error = Some(error.code());
+                debug!(route = %route.name, %error, "request failed");
+                error.into_response()
+            });
+            if let (Some(policy), Some(id)) = (policy, &answer_id) {
+                policy.respond(response.headers_mut(), origin.as_ref(), limited, &vars(id));
             }
+            response
         };
-        if let (Some(policy), Some(id)) = (policy, &answer_id) {
-            policy.respond(response.headers_mut(), origin.as_ref(), limited, &vars(id));
-        }
         rctx.status = Some(response.status());
         response
     }
