@@ -83,6 +83,11 @@ impl Drop for Gateway {
     }
 }
 
+/// Runs `rgate check PATH`.
+fn check(path: &std::path::Path) -> std::process::Output {
+    Command::new(RGATE).arg("check").arg(path).output().unwrap()
+}
+
 #[test]
 fn help_documents_every_flag() {
     let output = Command::new(RGATE).arg("--help").output().unwrap();
@@ -109,11 +114,7 @@ fn check_accepts_the_contract_config() {
          backends:\n  - name: payment\n    match_labels:\n      - app_name=payment\n      - env=production\n\
          \x20 - name: orders\n    match_labels:\n      - app_name=orders\n      - env=production\n",
     );
-    let output = Command::new(RGATE)
-        .arg("check")
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let output = check(file.path());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("ok (2 routes, 2 backends)"), "{stderr}");
@@ -125,11 +126,7 @@ fn check_and_serve_refuse_a_bad_config_naming_file_and_key() {
         "routes:\n  - {path_prefix: /a, backend: ordrs}\nbackends:\n  - {name: orders, match_labels: [app_name]}\n",
     );
     let path = file.path().display().to_string();
-    let output = Command::new(RGATE)
-        .arg("check")
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let output = check(file.path());
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -165,11 +162,7 @@ fn check_lists_every_problem_once_with_a_suggestion_for_a_typo() {
          backends:\n  - {name: b, servers: [\"127.0.0.1:1\"], balanse: random}\n",
     );
     let path = file.path().display().to_string();
-    let output = Command::new(RGATE)
-        .arg("check")
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let output = check(file.path());
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for line in [

@@ -379,14 +379,7 @@ async fn large_bodies_stream_in_both_directions() {
 async fn http2_clients_are_served_over_cleartext() {
     let up = upstream("h2").await;
     let gw = TestGateway::start(&static_config(&[up.addr()]));
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_connect(gw.addr).await;
     let request = Request::get(format!("http://{}/h2/path?q=1", gw.addr))
         .body(Full::new(Bytes::new()))
         .unwrap();

@@ -392,14 +392,7 @@ async fn http2_requests_route_by_their_authority() {
          \x20 - {{path_prefix: /, host: \"*.example.com\", backend: a, strip_prefix: true}}\n\
          \x20 - {{path_prefix: /, backend: b}}\n{backends}"
     ));
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_connect(gw.addr).await;
     // HTTP/2 carries the host as :authority, not as a Host field.
     for (authority, expected) in [("API.example.com:8443", "a"), ("other.test", "b")] {
         let request = Request::get(format!("http://{authority}/x?y=1"))

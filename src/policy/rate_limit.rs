@@ -177,11 +177,6 @@ impl RateLimit {
             }
         }
     }
-
-    /// Keys tracked now.
-    pub fn tracked_keys(&self) -> usize {
-        self.keyed.as_ref().map_or(0, Keyed::len)
-    }
 }
 
 /// How often a worker counts a keyed map (see [`RateLimit::check`]).
@@ -223,6 +218,12 @@ mod tests {
             max_keys,
         )
         .unwrap()
+    }
+
+    impl RateLimit {
+        fn tracked_keys(&self) -> usize {
+            self.keyed.as_ref().map_or(0, Keyed::len)
+        }
     }
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));

@@ -94,6 +94,19 @@ impl Client {
     }
 }
 
+/// An HTTP/2 (prior knowledge, cleartext) connection to `addr`.
+pub async fn h2_connect(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
 pub fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(path)
         .header("host", "gateway.test")
