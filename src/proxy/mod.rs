@@ -192,7 +192,13 @@ impl Gateway {
             };
             let mut response = result.unwrap_or_else(|error| {
                 rctx.error = Some(error.code());
-                debug!(route = %route.name, %error, "request failed");
+                debug!(
+                    route = %route.name,
+                    endpoint = ?rctx.endpoint,
+                    attempts = rctx.attempts,
+                    %error,
+                    "request failed"
+                );
                 error.into_response()
             });
             if let (Some(policy), Some(id)) = (policy, &answer_id) {
