@@ -1,5 +1,5 @@
 //! The control plane: one thread that runs the producers of runtime state
-//! (Docker discovery, health checks, config reloads) and turns signals into a
+//! (Docker discovery, health checks, JWT key refresh, config reloads) and turns signals into a
 //! drain. The request path only reads what these publish.
 //!
 //! A reload (the config file changes, `SIGHUP`, or [`crate::app::Running::reload`])
@@ -65,6 +65,8 @@ pub(crate) struct ControlPlane {
     discovery: watch::Sender<Vec<Arc<Backend>>>,
     discovery_task: JoinHandle<()>,
     health: Vec<JoinHandle<()>>,
+    /// One key refresh per JWT provider.
+    auth: Vec<JoinHandle<()>>,
 }
 
 impl ControlPlane {
@@ -80,7 +82,9 @@ impl ControlPlane {
         let backends = snapshot.load().backends.clone();
         let (discovery, discovery_task) = spawn_discovery(docker.clone(), backends.clone());
         tokio::spawn(sweep_rate_limits(snapshot.clone()));
+        let auth = spawn_key_refresh(&snapshot.load());
         Self {
+            auth,
             config_path,
             snapshot,
             docker,
@@ -139,7 +143,7 @@ impl ControlPlane {
             }
         }
         self.discovery_task.abort();
-        for task in &self.health {
+        for task in self.health.iter().chain(&self.auth) {
             task.abort();
         }
     }
@@ -185,7 +189,12 @@ impl ControlPlane {
             carried,
         };
         let backends = snapshot.backends.clone();
-        self.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.snapshot.store(snapshot.clone());
+        for task in self.auth.drain(..) {
+            task.abort();
+        }
+        self.auth = spawn_key_refresh(&snapshot);
         if docker == self.docker {
             self.discovery.send_replace(backends.clone());
         } else {
@@ -224,6 +233,14 @@ fn spawn_discovery(
     let (sender, receiver) = watch::channel(backends);
     let task = tokio::spawn(discovery::run(settings, receiver));
     (sender, task)
+}
+
+fn spawn_key_refresh(snapshot: &crate::snapshot::Snapshot) -> Vec<JoinHandle<()>> {
+    snapshot
+        .providers
+        .iter()
+        .map(|provider| tokio::spawn(crate::auth::jwks::run(provider.clone())))
+        .collect()
 }
 
 fn spawn_health_checks(backends: &[Arc<Backend>]) -> Vec<JoinHandle<()>> {

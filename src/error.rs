@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
+use crate::auth::Failure;
 use crate::proxy::validate::BadRequest;
 use crate::response::ResponseBody;
 
@@ -34,6 +35,11 @@ pub enum GatewayError {
     ClientTimeout { backend: Arc<str> },
     #[error("backend {backend}: the backend's circuit breaker is open")]
     CircuitOpen { backend: Arc<str> },
+    #[error("route {route}: token refused ({})", failure.reason())]
+    Auth {
+        route: Arc<str>,
+        failure: crate::auth::Failure,
+    },
     #[error("route {route}: over its rate limit")]
     RateLimited {
         route: Arc<str>,
@@ -126,6 +132,20 @@ impl GatewayError {
             GatewayError::CircuitOpen { backend } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "circuit_open", backend)
             }
+            // RFC 6750 §3.1: no usable token → 401; a valid token for
+            // another audience → 403. A provider without keys cannot judge
+            // the token, so the client is told to come back, not refused.
+            GatewayError::Auth { failure, .. } => {
+                return match failure {
+                    Failure::Missing | Failure::Invalid(_) => {
+                        (StatusCode::UNAUTHORIZED, "unauthorized", None)
+                    }
+                    Failure::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+                    Failure::Unavailable => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", None)
+                    }
+                }
+            }
             // Over the route's limit: told when to come back (RFC 6585 §4).
             GatewayError::RateLimited { .. } => {
                 return (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None)
@@ -192,8 +212,23 @@ impl GatewayError {
         if self.closes_connection() {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let GatewayError::RateLimited { retry_after, .. } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        match self {
+            GatewayError::RateLimited { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            GatewayError::Auth { failure, .. } => {
+                let (name, value) = match failure {
+                    Failure::Missing => (header::WWW_AUTHENTICATE, "Bearer"),
+                    Failure::Invalid(_) => (header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#),
+                    Failure::Forbidden(_) => (
+                        header::WWW_AUTHENTICATE,
+                        r#"Bearer error="insufficient_scope""#,
+                    ),
+                    Failure::Unavailable => (header::RETRY_AFTER, "1"),
+                };
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+            _ => {}
         }
         response
     }

@@ -13,6 +13,7 @@
 //! from the Docker event stream; [`app`] wires it together.
 
 pub mod app;
+pub mod auth;
 pub mod backend;
 pub mod cli;
 pub mod clock;

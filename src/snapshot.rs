@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::Provider;
 use crate::backend::Backend;
 use crate::policy::trusted::TrustedProxies;
 pub use crate::response::DefaultResponse;
@@ -19,6 +20,8 @@ pub struct Snapshot {
     pub default_response: DefaultResponse,
     /// Whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
+    /// JWT providers, whose keys the control thread keeps fresh.
+    pub providers: Vec<Arc<Provider>>,
 }
 
 impl Snapshot {
@@ -29,6 +32,16 @@ impl Snapshot {
     /// `carry_over_routes`). Returns how many backends carried over.
     pub fn carry_over(&mut self, previous: &Snapshot) -> usize {
         self.carry_over_routes(previous);
+        // Fetched keys, where the provider verifies as before: a reload
+        // must not open a window without keys.
+        for provider in &self.providers {
+            let old = previous.providers.iter().find(|old| {
+                old.name == provider.name && old.fingerprint == provider.fingerprint
+            });
+            if let (Some(old), None) = (old, provider.keys()) {
+                provider.set_keys(old.keys());
+            }
+        }
         let mut carried = 0;
         for backend in &mut self.backends {
             let Some(old) = previous.backends.iter().find(|old| backend.continues(old)) else {

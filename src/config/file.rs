@@ -26,6 +26,53 @@ pub(crate) struct ConfigFile {
     /// Peers whose `X-Forwarded-For` is believed (default: none).
     #[serde(default)]
     pub(crate) trusted_proxies: Vec<String>,
+    /// Each a [`JwtFile`], read one by one like the routes.
+    #[serde(default)]
+    pub(crate) jwt: Vec<serde_yaml_ng::Value>,
+}
+
+/// A JWT provider: whose tokens, for whom, verified with which keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JwtFile {
+    pub(crate) name: String,
+    /// The `iss` every token must carry.
+    pub(crate) issuer: String,
+    /// Exactly one of `jwks_url`, `jwks_file`, `secret_file`.
+    pub(crate) jwks_url: Option<String>,
+    pub(crate) jwks_file: Option<String>,
+    /// A shared secret for HS256/384/512 (at least 32 bytes).
+    pub(crate) secret_file: Option<String>,
+    /// A token's `aud` must name one of these (default: `aud` not checked).
+    #[serde(default)]
+    pub(crate) audiences: Vec<String>,
+    /// Default RS256 and ES256 (HS256 with `secret_file`).
+    pub(crate) algorithms: Option<Vec<String>>,
+    /// Clock skew allowed on `exp` and `nbf` (default 30s).
+    pub(crate) leeway: Option<ConfigDuration>,
+    /// How often the JWKS is fetched again (default 10m).
+    pub(crate) refresh: Option<ConfigDuration>,
+    /// Claims copied into request headers, e.g. `sub: X-User-Id`.
+    #[serde(default)]
+    pub(crate) forward_claims: BTreeMap<String, String>,
+    /// Pass `Authorization` on to the upstream (default false: removed).
+    #[serde(default)]
+    pub(crate) forward_token: bool,
+}
+
+/// A route's token check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthFile {
+    /// The `name` of a `jwt` provider.
+    pub(crate) provider: String,
+    /// `false`: requests without a token pass; one that is present must verify.
+    #[serde(default = "yes")]
+    pub(crate) required: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Client-facing limits of the listener.
@@ -63,6 +110,7 @@ pub(crate) struct RouteFile {
     pub(crate) request_headers: Option<HeaderRulesFile>,
     pub(crate) response_headers: Option<HeaderRulesFile>,
     pub(crate) cors: Option<CorsFile>,
+    pub(crate) auth: Option<AuthFile>,
     pub(crate) rate_limit: Option<RateLimitFile>,
     #[serde(default)]
     pub(crate) path_match: PathMatchFile,
@@ -96,7 +144,7 @@ pub(crate) struct RateLimitFile {
     pub(crate) per: ConfigDuration,
     /// Requests allowed at once (default: `requests`).
     pub(crate) burst: Option<u32>,
-    /// `ip` (default), `header:NAME` or `route`.
+    /// `ip` (default), `header:NAME`, `claim:NAME` (with `auth`) or `route`.
     pub(crate) key: Option<String>,
     /// Distinct keys tracked at once (default 100000).
     pub(crate) max_keys: Option<usize>,

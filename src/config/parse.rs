@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 use serde_yaml_ng::Value;
 
-use super::file::{BackendFile, ConfigFile, RouteFile};
+use super::file::{BackendFile, ConfigFile, JwtFile, RouteFile};
 
 /// Enough rounds for every key of a large section to be wrong.
 const MAX_ROUNDS: usize = 256;
@@ -30,6 +30,9 @@ pub(super) struct Parsed {
     /// Every backend name the file declares, read or not: a route naming a
     /// backend refused for its own problems is not reported again.
     pub(super) backend_names: HashSet<String>,
+    pub(super) jwt: Vec<(usize, JwtFile)>,
+    /// Every provider name the file declares, read or not.
+    pub(super) jwt_names: HashSet<String>,
 }
 
 /// Reads the document; `Err` only when the YAML does not parse at all or the
@@ -60,12 +63,25 @@ pub(super) fn parse(text: &str) -> Result<(Parsed, Vec<Problem>), Vec<Problem>> 
                 .map(|b| (i, b))
         })
         .collect();
+    let mut jwt_names = HashSet::new();
+    let jwt = std::mem::take(&mut file.jwt)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, provider)| {
+            if let Some(name) = provider.get("name").and_then(Value::as_str) {
+                jwt_names.insert(name.to_owned());
+            }
+            lenient::<JwtFile>(provider, &format!("jwt[{i}]"), &mut problems).map(|p| (i, p))
+        })
+        .collect();
     Ok((
         Parsed {
             file,
             routes,
             backends,
             backend_names,
+            jwt,
+            jwt_names,
         },
         problems,
     ))

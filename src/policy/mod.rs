@@ -13,6 +13,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue};
 
 use self::cors::Cors;
+use crate::auth::RouteAuth;
 use self::header_rules::{HeaderRules, Vars};
 use self::rate_limit::{Decision, RateLimit};
 
@@ -20,13 +21,15 @@ use self::rate_limit::{Decision, RateLimit};
 /// once at load. A route without any has none at all (one pointer test per
 /// request), and a part that is off is a `None` that costs nothing.
 ///
-/// Order on the request path: CORS preflight (may answer) → rate limit (may
-/// answer 429) → request header rules → forward → response header rules →
+/// Order on the request path: CORS preflight (may answer) → auth (may
+/// answer 401, 403 or 503) → rate limit (may answer 429; may key on a
+/// verified claim) → identity fields → request header rules → forward → response header rules →
 /// `RateLimit-*` and CORS response fields (also on rgate's own answers for
 /// the route, such as a 503 or a 429).
 #[derive(Debug, Clone, Default)]
 pub struct EdgePolicy {
     pub cors: Option<Cors>,
+    pub auth: Option<RouteAuth>,
     /// Shared with the route of the same id in the next snapshot, so its
     /// buckets survive a reload, and with the sweep of idle keys.
     pub rate_limit: Option<Arc<RateLimit>>,
@@ -38,6 +41,7 @@ impl EdgePolicy {
     /// `None` when no part is on: the route then carries no policy.
     pub fn boxed(self) -> Option<Box<EdgePolicy>> {
         let any = self.cors.is_some()
+            || self.auth.is_some()
             || self.rate_limit.is_some()
             || self.request_headers.is_some()
             || self.response_headers.is_some();

@@ -26,6 +26,8 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::auth::Claims;
+
 /// Distinct keys tracked per route when the config sets no limit.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
@@ -43,6 +45,8 @@ pub enum LimitKey {
     ClientIp,
     /// A header's value; requests without it share one bucket.
     Header(HeaderName),
+    /// A claim of the route's verified token; anonymous requests share one bucket.
+    Claim(Box<str>),
     /// One limit for all of the route's requests.
     Route,
 }
@@ -107,7 +111,7 @@ impl RateLimit {
     }
 
     /// Takes one request from the bucket its key selects.
-    pub fn check(&self, client_ip: IpAddr, headers: &HeaderMap) -> Decision {
+    pub fn check(&self, client_ip: IpAddr, headers: &HeaderMap, claims: Option<&Claims>) -> Decision {
         let outcome = match (&self.whole_route, &self.keyed) {
             (Some(route), _) => route.check(),
             (None, Some(keyed)) => {
@@ -119,6 +123,13 @@ impl RateLimit {
                             headers
                                 .get(name)
                                 .map_or_else(Box::default, |v| v.as_bytes().into()),
+                        ),
+                        LimitKey::Claim(name) => Key::Value(
+                            match claims.and_then(|claims| claims.get(&**name)) {
+                                Some(serde_json::Value::String(text)) => text.as_bytes().into(),
+                                Some(other) => other.to_string().into_bytes().into(),
+                                None => Box::default(),
+                            },
                         ),
                         LimitKey::ClientIp | LimitKey::Route => Key::Ip(client_ip),
                     };
@@ -232,7 +243,7 @@ mod tests {
     fn a_burst_passes_then_the_limit_refuses_with_a_retry_after() {
         let limit = limit(1, Duration::from_secs(10), 3, LimitKey::Route, 10);
         let headers = HeaderMap::new();
-        let decisions: Vec<Decision> = (0..4).map(|_| limit.check(IP, &headers)).collect();
+        let decisions: Vec<Decision> = (0..4).map(|_| limit.check(IP, &headers, None)).collect();
         assert_eq!(
             decisions[0],
             Decision::Allowed {
@@ -272,39 +283,39 @@ mod tests {
             headers
         };
         assert!(matches!(
-            by_header.check(IP, &with("a")),
+            by_header.check(IP, &with("a"), None),
             Decision::Allowed { .. }
         ));
         assert!(matches!(
-            by_header.check(IP, &with("a")),
+            by_header.check(IP, &with("a"), None),
             Decision::Limited { .. }
         ));
         assert!(matches!(
-            by_header.check(IP, &with("b")),
+            by_header.check(IP, &with("b"), None),
             Decision::Allowed { .. }
         ));
         // No header: one shared bucket.
         assert!(matches!(
-            by_header.check(IP, &HeaderMap::new()),
+            by_header.check(IP, &HeaderMap::new(), None),
             Decision::Allowed { .. }
         ));
         assert!(matches!(
-            by_header.check(IP, &HeaderMap::new()),
+            by_header.check(IP, &HeaderMap::new(), None),
             Decision::Limited { .. }
         ));
 
         let by_ip = limit(1, Duration::from_secs(60), 1, LimitKey::ClientIp, 10);
         let other = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
         assert!(matches!(
-            by_ip.check(IP, &HeaderMap::new()),
+            by_ip.check(IP, &HeaderMap::new(), None),
             Decision::Allowed { .. }
         ));
         assert!(matches!(
-            by_ip.check(IP, &HeaderMap::new()),
+            by_ip.check(IP, &HeaderMap::new(), None),
             Decision::Limited { .. }
         ));
         assert!(matches!(
-            by_ip.check(other, &HeaderMap::new()),
+            by_ip.check(other, &HeaderMap::new(), None),
             Decision::Allowed { .. }
         ));
     }
@@ -322,7 +333,7 @@ mod tests {
         for i in 0..10_000u32 {
             let mut headers = HeaderMap::new();
             headers.insert("x-key", HeaderValue::from(i));
-            if matches!(limit.check(IP, &headers), Decision::Allowed { .. }) {
+            if matches!(limit.check(IP, &headers, None), Decision::Allowed { .. }) {
                 allowed += 1;
             }
         }
@@ -343,7 +354,7 @@ mod tests {
         let limit = limit(1000, Duration::from_millis(10), 1, LimitKey::ClientIp, 2);
         for last in 1..=200u8 {
             let ip = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, last));
-            limit.check(ip, &HeaderMap::new());
+            limit.check(ip, &HeaderMap::new(), None);
         }
         assert!(
             limit.tracked_keys() < 2 + LEN_EVERY as usize,
@@ -354,7 +365,7 @@ mod tests {
         limit.sweep();
         assert_eq!(limit.tracked_keys(), 0);
         let fresh = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 9));
-        limit.check(fresh, &HeaderMap::new());
+        limit.check(fresh, &HeaderMap::new(), None);
         assert_eq!(limit.tracked_keys(), 1, "new keys are tracked again");
     }
 }

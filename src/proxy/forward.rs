@@ -115,6 +115,7 @@ fn backend_verdict(result: &Result<Response<ResponseBody>, GatewayError>) -> Opt
             | GatewayError::CircuitOpen { .. }
             | GatewayError::Saturated { .. }
             | GatewayError::RateLimited { .. }
+            | GatewayError::Auth { .. }
             | GatewayError::BadRequest(_)
             | GatewayError::HeadTooLarge
             | GatewayError::BodyTooLarge { .. }

@@ -4,8 +4,9 @@
 //!  client ─► normalize ─► /stats? ─► route ─────► policy ─► admit ─► select ─► forward ─► policy ─► response
 //!            (path)       (rgate     (host,       (CORS     (breaker, (balancer (pooled   (response  (hop-by-hop
 //!                         answers)   prefix,      preflight, bulk-    over      HTTP/1.1, rules,     stripped,
-//!                                    methods,     request   head)     healthy   timeouts, CORS       X-Request-Id;
-//!                                    headers)     rules)              endpoints) retries) fields)    idle timeout)
+//!                                    methods,     auth,     head)     healthy   timeouts, CORS       X-Request-Id;
+//!                                    headers)     rate limit,         endpoints) retries) fields)    idle timeout)
+//!                                                 request rules)
 //!                                       │            │
 //!                                       ▼            ▼
 //!                               default_response   204 preflight answer
@@ -164,10 +165,25 @@ impl Gateway {
             let answer_id = policy.map(|_| request_id.clone());
             let mut limited = None;
             let result = 'forwarded: {
-                // Before the backend's breaker and bulkhead: a refused
-                // request takes no slot and no upstream connection.
+                // Auth, then the limit: before the backend's breaker and
+                // bulkhead, so a refused request takes no slot and no
+                // upstream connection.
+                let mut claims = None;
+                if let Some(auth) = policy.and_then(|p| p.auth.as_ref()) {
+                    match auth.check(request.headers()).await {
+                        Ok(verified) => claims = verified,
+                        Err(failure) => {
+                            break 'forwarded Err(GatewayError::Auth {
+                                route: route.name.clone(),
+                                failure,
+                            })
+                        }
+                    }
+                    // Before anything reads them: only verified claims.
+                    auth.rewrite(request.headers_mut(), claims.as_ref());
+                }
                 if let Some(limit) = policy.and_then(|p| p.rate_limit.as_deref()) {
-                    let decision = limit.check(identity.ip, request.headers());
+                    let decision = limit.check(identity.ip, request.headers(), claims.as_ref());
                     limited = Some(decision);
                     if let Decision::Limited { retry_after } = decision {
                         break 'forwarded Err(GatewayError::RateLimited {

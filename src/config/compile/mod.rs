@@ -2,6 +2,7 @@
 //! every problem collected (not just the first) with its key path. One file
 //! per part of the config: routes, backends, the listener and Docker.
 
+mod auth;
 mod backends;
 mod listener;
 mod policy;
@@ -50,6 +51,8 @@ pub(crate) fn compile(
         routes,
         backends,
         backend_names,
+        jwt,
+        jwt_names,
     } = parsed;
     let ConfigFile {
         routes: _,
@@ -59,6 +62,7 @@ pub(crate) fn compile(
         limits,
         tls,
         trusted_proxies,
+        jwt: _,
     } = file;
     let mut problems = Problems {
         file: path,
@@ -77,7 +81,13 @@ pub(crate) fn compile(
             .collect::<HashMap<&str, usize>>(),
         declared: &backend_names,
     };
-    let routes = routes::compile_routes(routes, &names, &mut problems);
+    // Key and secret files are relative to the config file's directory.
+    let base = path.parent().unwrap_or(Path::new(""));
+    let providers = auth::Providers {
+        by_name: auth::compile_providers(jwt, base, &mut problems),
+        declared: &jwt_names,
+    };
+    let routes = routes::compile_routes(routes, &names, &providers, &mut problems);
     let router = Router::new(routes).unwrap_or_else(|ties| {
         for Tie { first, second } in ties {
             problems.add(
@@ -95,8 +105,6 @@ pub(crate) fn compile(
     let default_response = compile_default_response(default_response, &mut problems);
     let docker = listener::compile_docker(docker.unwrap_or_default(), &mut problems);
     let limits = listener::compile_limits(limits.unwrap_or_default(), &mut problems);
-    // Certificate paths are relative to the config file's directory.
-    let base = path.parent().unwrap_or(Path::new(""));
     let tls = tls.and_then(|tls| listener::compile_tls(tls, base, &mut problems));
 
     if !problems.list.is_empty() {
@@ -108,6 +116,7 @@ pub(crate) fn compile(
             backends,
             default_response,
             trusted_proxies,
+            providers: providers.by_name.into_values().collect(),
         },
         docker,
         limits,

@@ -252,6 +252,7 @@ pub(super) fn compile_trusted(list: &[String], problems: &mut Problems<'_>) -> T
 pub(super) fn compile_rate_limit(
     key: &str,
     limit: RateLimitFile,
+    has_auth: bool,
     problems: &mut Problems<'_>,
 ) -> Option<RateLimit> {
     let RateLimitFile {
@@ -290,12 +291,15 @@ pub(super) fn compile_rate_limit(
                 }
             },
             // Claims come from a verified token: a route without `auth` has none.
-            Some(("claim", _)) => {
+            Some(("claim", _)) if !has_auth => {
                 problems.add(
                     path("key"),
                     "a claim key needs the route to verify a token (auth), and this route has none",
                 );
                 None
+            }
+            Some(("claim", name)) if !name.trim().is_empty() => {
+                Some(LimitKey::Claim(name.trim().into()))
             }
             _ => {
                 problems.add(

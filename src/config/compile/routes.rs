@@ -29,6 +29,7 @@ pub(super) struct BackendNames<'a> {
 pub(super) fn compile_routes(
     routes: Vec<(usize, RouteFile)>,
     backends: &BackendNames<'_>,
+    providers: &super::auth::Providers<'_>,
     problems: &mut Problems<'_>,
 ) -> Vec<Route> {
     let mut names = HashSet::new();
@@ -46,6 +47,7 @@ pub(super) fn compile_routes(
             request_headers,
             response_headers,
             cors,
+            auth,
             rate_limit,
             path_match,
             timeout,
@@ -88,12 +90,16 @@ pub(super) fn compile_routes(
                 None
             }
         };
+        let auth = auth.and_then(|auth| providers.route_auth(&key, auth, problems));
         let policy = EdgePolicy {
             cors: cors
                 .and_then(|cors| policy::compile_cors(&key, cors, methods.as_ref(), problems)),
             rate_limit: rate_limit
-                .and_then(|limit| policy::compile_rate_limit(&key, limit, problems))
+                .and_then(|limit| {
+                    policy::compile_rate_limit(&key, limit, auth.is_some(), problems)
+                })
                 .map(Arc::new),
+            auth,
             request_headers: request_headers.and_then(|rules| {
                 policy::compile_header_rules(
                     &format!("{key}.request_headers"),
