@@ -219,7 +219,9 @@ impl GatewayError {
             GatewayError::Auth { failure, .. } => {
                 let (name, value) = match failure {
                     Failure::Missing => (header::WWW_AUTHENTICATE, "Bearer"),
-                    Failure::Invalid(_) => (header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#),
+                    Failure::Invalid(_) => {
+                        (header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)
+                    }
                     Failure::Forbidden(_) => (
                         header::WWW_AUTHENTICATE,
                         r#"Bearer error="insufficient_scope""#,

@@ -35,9 +35,10 @@ impl Snapshot {
         // Fetched keys, where the provider verifies as before: a reload
         // must not open a window without keys.
         for provider in &self.providers {
-            let old = previous.providers.iter().find(|old| {
-                old.name == provider.name && old.fingerprint == provider.fingerprint
-            });
+            let old = previous
+                .providers
+                .iter()
+                .find(|old| old.name == provider.name && old.fingerprint == provider.fingerprint);
             if let (Some(old), None) = (old, provider.keys()) {
                 provider.set_keys(old.keys());
             }

@@ -18,7 +18,6 @@ use tracing::{info, warn};
 
 use super::keys::{KeySet, MAX_JWKS_BYTES};
 use super::{KeySource, Provider};
-use crate::clock;
 
 /// Limit for one fetch, connect to last body byte.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,9 +36,6 @@ pub async fn run(provider: Arc<Provider>) {
     }
     loop {
         provider.fetching.store(true, Ordering::Release);
-        provider
-            .last_fetch
-            .store(clock::now_millis(), Ordering::Release);
         let result = fetch(&provider.source)
             .await
             .and_then(|document| KeySet::from_jwks(&document, &provider.base).map_err(Into::into));
@@ -132,7 +128,10 @@ async fn get(uri: &http::Uri) -> Result<Bytes, FetchError> {
     let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
     let host = uri.host().unwrap_or_default();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let authority = format!("{}:{port}", host.trim_start_matches('[').trim_end_matches(']'));
+    let authority = format!(
+        "{}:{port}",
+        host.trim_start_matches('[').trim_end_matches(']')
+    );
     let stream = TcpStream::connect(&authority)
         .await
         .map_err(|source| FetchError::Connect {
@@ -140,7 +139,10 @@ async fn get(uri: &http::Uri) -> Result<Bytes, FetchError> {
             source,
         })?;
     let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, uri.authority().map_or(host, |a| a.as_str()))
+        .header(
+            http::header::HOST,
+            uri.authority().map_or(host, |a| a.as_str()),
+        )
         .header(http::header::ACCEPT, "application/json")
         .header(http::header::USER_AGENT, "rgate")
         .body(Empty::<Bytes>::new())
@@ -166,10 +168,12 @@ async fn get(uri: &http::Uri) -> Result<Bytes, FetchError> {
     let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
         .collect()
         .await
-        .map_err(|error| match error.downcast::<http_body_util::LengthLimitError>() {
-            Ok(_) => FetchError::TooLarge(MAX_JWKS_BYTES),
-            Err(error) => FetchError::Body(error.to_string()),
-        })?;
+        .map_err(
+            |error| match error.downcast::<http_body_util::LengthLimitError>() {
+                Ok(_) => FetchError::TooLarge(MAX_JWKS_BYTES),
+                Err(error) => FetchError::Body(error.to_string()),
+            },
+        )?;
     Ok(body.to_bytes())
 }
 

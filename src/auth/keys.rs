@@ -147,7 +147,8 @@ fn family_matches(params: &AlgorithmParameters, alg: Algorithm) -> bool {
             ec.key_type == EllipticCurveKeyType::EC
                 && matches!(
                     (&ec.curve, alg),
-                    (EllipticCurve::P256, Algorithm::ES256) | (EllipticCurve::P384, Algorithm::ES384)
+                    (EllipticCurve::P256, Algorithm::ES256)
+                        | (EllipticCurve::P384, Algorithm::ES384)
                 )
         }
         AlgorithmParameters::OctetKeyPair(okp) => {

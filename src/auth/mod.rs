@@ -70,7 +70,8 @@ pub struct Provider {
     keys: ArcSwapOption<KeySet>,
     /// Set while a fetch runs; requests with unknown `kid`s wait on `updates`.
     fetching: AtomicBool,
-    /// When the last fetch started (process clock, ms).
+    /// When a request last caused a fetch (process clock, ms). The periodic
+    /// refresh does not count: the first new `kid` after it fetches at once.
     last_fetch: AtomicU64,
     wake: Notify,
     updates: watch::Sender<u64>,
@@ -200,9 +201,8 @@ impl Provider {
 
     /// Verifies a token; waits (bounded) for one fetch if its `kid` is new.
     pub async fn verify(&self, token: &str) -> Result<Claims, Failure> {
-        match self.verify_now(token) {
-            Ok(result) => return result,
-            Err(UnknownKid) => {}
+        if let Ok(result) = self.verify_now(token) {
+            return result;
         }
         let mut updates = self.updates.subscribe();
         if self.request_fetch() {

@@ -67,6 +67,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod routing_tests;
 #[cfg(test)]
 mod tests;

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue};
 
 use self::cors::Cors;
-use crate::auth::RouteAuth;
 use self::header_rules::{HeaderRules, Vars};
 use self::rate_limit::{Decision, RateLimit};
+use crate::auth::RouteAuth;
 
 /// A route's edge policy: a closed set of optional parts, each compiled
 /// once at load. A route without any has none at all (one pointer test per

@@ -111,7 +111,12 @@ impl RateLimit {
     }
 
     /// Takes one request from the bucket its key selects.
-    pub fn check(&self, client_ip: IpAddr, headers: &HeaderMap, claims: Option<&Claims>) -> Decision {
+    pub fn check(
+        &self,
+        client_ip: IpAddr,
+        headers: &HeaderMap,
+        claims: Option<&Claims>,
+    ) -> Decision {
         let outcome = match (&self.whole_route, &self.keyed) {
             (Some(route), _) => route.check(),
             (None, Some(keyed)) => {
@@ -124,13 +129,13 @@ impl RateLimit {
                                 .get(name)
                                 .map_or_else(Box::default, |v| v.as_bytes().into()),
                         ),
-                        LimitKey::Claim(name) => Key::Value(
-                            match claims.and_then(|claims| claims.get(&**name)) {
+                        LimitKey::Claim(name) => {
+                            Key::Value(match claims.and_then(|claims| claims.get(&**name)) {
                                 Some(serde_json::Value::String(text)) => text.as_bytes().into(),
                                 Some(other) => other.to_string().into_bytes().into(),
                                 None => Box::default(),
-                            },
-                        ),
+                            })
+                        }
                         LimitKey::ClientIp | LimitKey::Route => Key::Ip(client_ip),
                     };
                     let outcome = keyed.check_key(&key);

@@ -32,7 +32,7 @@ impl Providers<'_> {
     pub(super) fn route_auth(
         &self,
         key: &str,
-        auth: AuthFile,
+        auth: &AuthFile,
         problems: &mut Problems<'_>,
     ) -> Option<RouteAuth> {
         match self.by_name.get(&auth.provider) {
@@ -120,10 +120,7 @@ fn compile_provider(
             }
         },
         _ => {
-            problems.add(
-                key,
-                "needs exactly one of jwks_url, jwks_file, secret_file",
-            );
+            problems.add(key, "needs exactly one of jwks_url, jwks_file, secret_file");
             None
         }
     };
@@ -255,7 +252,9 @@ fn parse_url(text: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = text.parse().map_err(|_| format!("{text:?} is not a URL"))?;
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
-        _ => Err(format!("{text:?} must be an http:// or https:// URL with a host")),
+        _ => Err(format!(
+            "{text:?} must be an http:// or https:// URL with a host"
+        )),
     }
 }
 

@@ -90,14 +90,12 @@ pub(super) fn compile_routes(
                 None
             }
         };
-        let auth = auth.and_then(|auth| providers.route_auth(&key, auth, problems));
+        let auth = auth.and_then(|auth| providers.route_auth(&key, &auth, problems));
         let policy = EdgePolicy {
             cors: cors
                 .and_then(|cors| policy::compile_cors(&key, cors, methods.as_ref(), problems)),
             rate_limit: rate_limit
-                .and_then(|limit| {
-                    policy::compile_rate_limit(&key, limit, auth.is_some(), problems)
-                })
+                .and_then(|limit| policy::compile_rate_limit(&key, limit, auth.is_some(), problems))
                 .map(Arc::new),
             auth,
             request_headers: request_headers.and_then(|rules| {
