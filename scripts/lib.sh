@@ -175,3 +175,58 @@ rgate_wait_http_ok() {
   done
   return 1
 }
+
+# Installs redis-server (Debian package) when missing, without letting the
+# package start the distribution's own service: only instances the tests
+# start themselves run, each on a port of their choosing.
+rgate_ensure_redis() {
+  if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+    return 0
+  fi
+  local policy=/usr/sbin/policy-rc.d own_policy=
+  if [[ ! -e $policy ]]; then
+    rgate_as_root sh -c "printf '#!/bin/sh\nexit 101\n' >$policy && chmod +x $policy"
+    own_policy=1
+  fi
+  rgate_apt_install redis-server
+  if [[ -n $own_policy ]]; then
+    rgate_as_root rm -f "$policy"
+  fi
+  command -v redis-server >/dev/null 2>&1 || rgate_die "redis-server is not installed"
+}
+
+# Starts a throwaway redis-server on 127.0.0.1 on a free port (no
+# persistence) and exports RGATE_REDIS_URL; rgate_stop_redis stops exactly it.
+RGATE_REDIS_PID=
+RGATE_REDIS_DIR=
+rgate_start_redis() {
+  local port i
+  port=$(rgate_free_port)
+  RGATE_REDIS_DIR=$(mktemp -d)
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+    --dir "$RGATE_REDIS_DIR" --daemonize no >"$RGATE_REDIS_DIR/redis.log" 2>&1 &
+  RGATE_REDIS_PID=$!
+  for ((i = 0; i < 100; i++)); do
+    if [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; then
+      export RGATE_REDIS_URL="redis://127.0.0.1:$port/0"
+      rgate_log "redis-server (pid $RGATE_REDIS_PID) on 127.0.0.1:$port"
+      return 0
+    fi
+    kill -0 "$RGATE_REDIS_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$RGATE_REDIS_DIR/redis.log" >&2 || true
+  rgate_die "redis-server did not answer on 127.0.0.1:$port"
+}
+
+rgate_stop_redis() {
+  if [[ -n $RGATE_REDIS_PID ]]; then
+    kill "$RGATE_REDIS_PID" 2>/dev/null || true
+    wait "$RGATE_REDIS_PID" 2>/dev/null || true
+    RGATE_REDIS_PID=
+  fi
+  if [[ -n $RGATE_REDIS_DIR ]]; then
+    rm -rf "$RGATE_REDIS_DIR"
+    RGATE_REDIS_DIR=
+  fi
+}

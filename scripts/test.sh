@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, build, example configs, the
 # whole test suite including the Docker end-to-end tests, then the demo as a
-# smoke test. On a fresh Debian 12 machine (root) it installs Docker and
-# busybox-static and starts dockerd itself. Exits non-zero on any failure;
-# fails (never skips) when Docker cannot be brought up.
+# smoke test. On a fresh Debian 12 machine (root) it installs Docker,
+# busybox-static and redis-server, and starts dockerd and a throwaway Redis
+# itself. Exits non-zero on any failure; fails (never skips) when Docker or
+# Redis cannot be brought up.
 #
 # Environment:
 #   RGATE_SKIP_DEMO=1      skip the final `scripts/demo.sh --once`
@@ -22,9 +23,16 @@ command -v cargo >/dev/null 2>&1 || rgate_die "cargo is not installed (rustup: h
 # Docker first: the suite must fail, not skip, without it.
 step "Docker"
 rgate_ensure_docker
-# Stop a dockerd we started ourselves when we leave, whatever the outcome.
-trap rgate_stop_own_dockerd EXIT
+# Stop a dockerd and a Redis we started ourselves when we leave, whatever
+# the outcome.
+trap 'rgate_stop_redis; rgate_stop_own_dockerd' EXIT
 rgate_ensure_busybox
+
+# Redis for the shared rate-limit tests: installed when missing, one
+# throwaway instance on a free loopback port (RGATE_REDIS_URL).
+step "Redis"
+rgate_ensure_redis
+rgate_start_redis
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"
@@ -54,8 +62,8 @@ done
 step "test image"
 scripts/build-test-image.sh --if-changed target/debug/rgate-upstream
 
-step "cargo nextest (with the Docker tests)"
-RGATE_DOCKER_TESTS=1 cargo nextest run --workspace --run-ignored all --no-fail-fast
+step "cargo nextest (with the Docker and Redis tests)"
+RGATE_DOCKER_TESTS=1 RGATE_REDIS_TESTS=1 cargo nextest run --workspace --run-ignored all --no-fail-fast
 
 if [[ ${RGATE_SKIP_DEMO:-} != 1 ]]; then
   step "demo smoke test"

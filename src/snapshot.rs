@@ -79,7 +79,7 @@ impl Snapshot {
             let old_limit = old.policy.as_ref().and_then(|p| p.rate_limit.as_ref());
             let new_limit = route.policy.as_mut().and_then(|p| p.rate_limit.as_mut());
             if let (Some(old_limit), Some(new_limit)) = (old_limit, new_limit) {
-                if old_limit.settings == new_limit.settings && old_limit.key == new_limit.key {
+                if old_limit.same_limit(new_limit) {
                     *new_limit = old_limit.clone();
                 }
             }

@@ -174,3 +174,49 @@ fn routes_name_known_providers_and_claims_need_auth() {
         "duplicate provider name",
     );
 }
+
+#[test]
+fn the_rate_limit_store_is_memory_or_redis() {
+    let route = "{path_prefix: /, backend: b, name: r, rate_limit: {requests: 1, per: 1s}}";
+    let yaml = |store: &str| format!("rate_limit_store: {store}\nroutes:\n  - {route}\n{BACKEND}");
+    let memory = parse(&yaml("memory"), Path::new("cfg.yml")).unwrap();
+    let limit = |config: &Config| {
+        config.snapshot.router.routes()[0]
+            .policy
+            .as_ref()
+            .unwrap()
+            .rate_limit
+            .clone()
+            .unwrap()
+    };
+    assert!(limit(&memory).shared.is_none());
+    let redis = parse(
+        &yaml("{url: \"redis://127.0.0.1:6379/0\", timeout: 20ms, on_error: local}"),
+        Path::new("cfg.yml"),
+    )
+    .unwrap();
+    let shared = limit(&redis);
+    let shared = shared.shared.as_ref().unwrap();
+    assert_eq!(&*shared.namespace, "name:r");
+    assert_eq!(shared.store.timeout, std::time::Duration::from_millis(20));
+    assert_eq!(
+        shared.store.on_error,
+        crate::policy::shared_limit::OnError::Local
+    );
+    refused(
+        &yaml("{url: \"http://127.0.0.1:6379\"}"),
+        "rate_limit_store.url",
+        "must be a redis:// URL",
+    );
+    refused(
+        &yaml("{url: \"redis://127.0.0.1:6379\", on_error: maybe}"),
+        "rate_limit_store.on_error",
+        "not one of allow, deny, local",
+    );
+    refused(
+        &yaml("{url: \"redis://127.0.0.1:6379\", timeout: 0s}"),
+        "rate_limit_store.timeout",
+        "greater than zero",
+    );
+    refused(&yaml("disk"), "rate_limit_store", "must be `memory`");
+}

@@ -29,6 +29,20 @@ pub(crate) struct ConfigFile {
     /// Each a [`JwtFile`], read one by one like the routes.
     #[serde(default)]
     pub(crate) jwt: Vec<serde_yaml_ng::Value>,
+    /// `memory` (default), or a [`RedisStoreFile`] shared by replicas.
+    pub(crate) rate_limit_store: Option<serde_yaml_ng::Value>,
+}
+
+/// Rate limits kept in Redis, shared by every replica.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisStoreFile {
+    /// `redis://[user:password@]host:port/db`.
+    pub(crate) url: String,
+    /// Longest wait for Redis on a request (default 50ms).
+    pub(crate) timeout: Option<ConfigDuration>,
+    /// `allow` (default), `deny` or `local` when Redis is slow or down.
+    pub(crate) on_error: Option<String>,
 }
 
 /// A JWT provider: whose tokens, for whom, verified with which keys.

@@ -6,6 +6,7 @@ pub mod cors;
 pub mod header_rules;
 pub mod rate_limit;
 pub mod retry;
+pub mod shared_limit;
 pub mod trusted;
 
 use std::sync::Arc;

@@ -26,7 +26,9 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use super::shared_limit::SharedStore;
 use crate::auth::Claims;
+use std::sync::Arc;
 
 /// Distinct keys tracked per route when the config sets no limit.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -53,9 +55,22 @@ pub enum LimitKey {
 
 /// A key's identity in the map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
+pub(crate) enum Key {
     Ip(IpAddr),
     Value(Box<[u8]>),
+}
+
+impl Key {
+    /// The key as bytes, appended to `out` (for a shared store's key name).
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Key::Ip(ip) => {
+                use std::io::Write;
+                let _ = write!(out, "{ip}");
+            }
+            Key::Value(value) => out.extend_from_slice(value),
+        }
+    }
 }
 
 /// A route's compiled `rate_limit`, with its buckets.
@@ -73,6 +88,16 @@ pub struct RateLimit {
     full: AtomicBool,
     clock: DefaultClock,
     limit_value: HeaderValue,
+    /// Where decisions are made when replicas share the limit; `None`: here.
+    pub shared: Option<Shared>,
+}
+
+/// A limit kept in a shared store, under the route's namespace.
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Arc<SharedStore>,
+    /// The route's stable id: keys of one route never meet another's.
+    pub namespace: Box<str>,
 }
 
 /// The outcome of one request's check.
@@ -107,7 +132,26 @@ impl RateLimit {
             key,
             max_keys,
             clock,
+            shared: None,
         })
+    }
+
+    /// GCRA parameters for a shared store: the emission interval in
+    /// microseconds and the burst.
+    pub fn gcra(&self) -> (f64, u32) {
+        let (requests, per, burst) = self.settings;
+        (per.as_secs_f64() * 1e6 / f64::from(requests), burst)
+    }
+
+    /// Whether `other` counts the same way in the same place, so its
+    /// buckets can be kept across a reload.
+    pub fn same_limit(&self, other: &RateLimit) -> bool {
+        let same_store = match (&self.shared, &other.shared) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.store.same_settings(&b.store) && a.namespace == b.namespace,
+            _ => false,
+        };
+        self.settings == other.settings && self.key == other.key && same_store
     }
 
     /// Takes one request from the bucket its key selects.
@@ -123,21 +167,7 @@ impl RateLimit {
                 if self.full.load(Relaxed) {
                     self.overflow.check()
                 } else {
-                    let key = match &self.key {
-                        LimitKey::Header(name) => Key::Value(
-                            headers
-                                .get(name)
-                                .map_or_else(Box::default, |v| v.as_bytes().into()),
-                        ),
-                        LimitKey::Claim(name) => {
-                            Key::Value(match claims.and_then(|claims| claims.get(&**name)) {
-                                Some(serde_json::Value::String(text)) => text.as_bytes().into(),
-                                Some(other) => other.to_string().into_bytes().into(),
-                                None => Box::default(),
-                            })
-                        }
-                        LimitKey::ClientIp | LimitKey::Route => Key::Ip(client_ip),
-                    };
+                    let key = self.key(client_ip, headers, claims);
                     let outcome = keyed.check_key(&key);
                     // Counting the map takes every shard's lock: done once
                     // per LEN_EVERY checks on each worker, so the map may
@@ -161,6 +191,31 @@ impl RateLimit {
                     retry_after: ceil_secs(wait).max(1),
                 }
             }
+        }
+    }
+
+    /// The bucket a request counts against.
+    pub(crate) fn key(
+        &self,
+        client_ip: IpAddr,
+        headers: &HeaderMap,
+        claims: Option<&Claims>,
+    ) -> Key {
+        match &self.key {
+            LimitKey::Header(name) => Key::Value(
+                headers
+                    .get(name)
+                    .map_or_else(Box::default, |v| v.as_bytes().into()),
+            ),
+            LimitKey::Claim(name) => {
+                Key::Value(match claims.and_then(|claims| claims.get(&**name)) {
+                    Some(serde_json::Value::String(text)) => text.as_bytes().into(),
+                    Some(other) => other.to_string().into_bytes().into(),
+                    None => Box::default(),
+                })
+            }
+            LimitKey::ClientIp => Key::Ip(client_ip),
+            LimitKey::Route => Key::Value(Box::default()),
         }
     }
 

@@ -183,7 +183,21 @@ impl Gateway {
                     auth.rewrite(request.headers_mut(), claims.as_ref());
                 }
                 if let Some(limit) = policy.and_then(|p| p.rate_limit.as_deref()) {
-                    let decision = limit.check(identity.ip, request.headers(), claims.as_ref());
+                    let decision = match &limit.shared {
+                        None => limit.check(identity.ip, request.headers(), claims.as_ref()),
+                        // Boxed: the round trip's state stays out of this
+                        // future for routes that never take it.
+                        Some(shared) => {
+                            Box::pin(shared.store.decide(
+                                limit,
+                                &shared.namespace,
+                                identity.ip,
+                                request.headers(),
+                                claims.as_ref(),
+                            ))
+                            .await
+                        }
+                    };
                     limited = Some(decision);
                     if let Decision::Limited { retry_after } = decision {
                         break 'forwarded Err(GatewayError::RateLimited {

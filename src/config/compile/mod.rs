@@ -63,6 +63,7 @@ pub(crate) fn compile(
         tls,
         trusted_proxies,
         jwt: _,
+        rate_limit_store,
     } = file;
     let mut problems = Problems {
         file: path,
@@ -87,7 +88,8 @@ pub(crate) fn compile(
         by_name: auth::compile_providers(jwt, base, &mut problems),
         declared: &jwt_names,
     };
-    let routes = routes::compile_routes(routes, &names, &providers, &mut problems);
+    let store = rate_limit_store.and_then(|store| policy::compile_store(store, &mut problems));
+    let routes = routes::compile_routes(routes, &names, &providers, store.as_ref(), &mut problems);
     let router = Router::new(routes).unwrap_or_else(|ties| {
         for Tie { first, second } in ties {
             problems.add(

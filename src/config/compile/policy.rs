@@ -6,11 +6,15 @@ use http::Method;
 use super::Problems;
 use std::num::NonZeroU32;
 
-use crate::config::file::{CorsFile, HeaderRulesFile, RateLimitFile};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::file::{CorsFile, HeaderRulesFile, RateLimitFile, RedisStoreFile};
 use crate::methods::MethodSet;
 use crate::policy::cors::{Cors, Origins};
 use crate::policy::header_rules::{refused_name, HeaderRules, Side, Template};
 use crate::policy::rate_limit::{LimitKey, RateLimit, DEFAULT_MAX_KEYS};
+use crate::policy::shared_limit::{OnError, SharedStore};
 use crate::policy::trusted::TrustedProxies;
 
 pub(super) fn compile_header_rules(
@@ -325,4 +329,62 @@ pub(super) fn compile_rate_limit(
         problems.add(path("per"), "is too short for that many requests");
     }
     limit
+}
+
+/// Default longest wait for the shared store on a request.
+const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// `rate_limit_store`: `memory`, or Redis with its timeout and failure policy.
+pub(super) fn compile_store(
+    store: serde_yaml_ng::Value,
+    problems: &mut Problems<'_>,
+) -> Option<Arc<SharedStore>> {
+    const KEY: &str = "rate_limit_store";
+    if store.as_str() == Some("memory") {
+        return None;
+    }
+    let file: RedisStoreFile = match serde_yaml_ng::from_value(store) {
+        Ok(file) => file,
+        Err(error) => {
+            problems.add(
+                KEY,
+                format!("must be `memory` or {{url, timeout, on_error}}: {error}"),
+            );
+            return None;
+        }
+    };
+    let before = problems.list.len();
+    let on_error = match file.on_error.as_deref() {
+        None | Some("allow") => OnError::Allow,
+        Some("deny") => OnError::Deny,
+        Some("local") => OnError::Local,
+        Some(other) => {
+            problems.add(
+                format!("{KEY}.on_error"),
+                format!("{other:?} is not one of allow, deny, local"),
+            );
+            OnError::Allow
+        }
+    };
+    let timeout = super::positive(
+        problems,
+        format!("{KEY}.timeout"),
+        file.timeout,
+        DEFAULT_STORE_TIMEOUT,
+    );
+    if !file.url.starts_with("redis://") {
+        problems.add(
+            format!("{KEY}.url"),
+            format!("{:?} must be a redis:// URL", file.url),
+        );
+        return None;
+    }
+    let store = match SharedStore::new(&file.url, timeout, on_error) {
+        Ok(store) => store,
+        Err(error) => {
+            problems.add(format!("{KEY}.url"), error);
+            return None;
+        }
+    };
+    (problems.list.len() == before).then(|| Arc::new(store))
 }

@@ -10,7 +10,9 @@ use super::{policy, positive, Problems};
 use crate::config::file::{PathMatchFile, RetriesFile, RetryOnFile, RouteFile};
 use crate::path::rewrite::PrefixRewrite;
 use crate::policy::header_rules::Side;
+use crate::policy::rate_limit::Shared;
 use crate::policy::retry::{RetryBudget, RetryPolicy};
+use crate::policy::shared_limit::SharedStore;
 use crate::policy::EdgePolicy;
 use crate::router::{
     HeaderCondition, HostMatch, MethodSet, PathMatch, Route, DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT,
@@ -30,6 +32,7 @@ pub(super) fn compile_routes(
     routes: Vec<(usize, RouteFile)>,
     backends: &BackendNames<'_>,
     providers: &super::auth::Providers<'_>,
+    store: Option<&Arc<SharedStore>>,
     problems: &mut Problems<'_>,
 ) -> Vec<Route> {
     let mut names = HashSet::new();
@@ -90,13 +93,23 @@ pub(super) fn compile_routes(
                 None
             }
         };
+        let id: Arc<str> = match &name {
+            Some(name) => format!("name:{name}").into(),
+            None => match_key(&host, &path_prefix, methods.as_ref(), &conditions).into(),
+        };
         let auth = auth.and_then(|auth| providers.route_auth(&key, &auth, problems));
         let policy = EdgePolicy {
             cors: cors
                 .and_then(|cors| policy::compile_cors(&key, cors, methods.as_ref(), problems)),
             rate_limit: rate_limit
                 .and_then(|limit| policy::compile_rate_limit(&key, limit, auth.is_some(), problems))
-                .map(Arc::new),
+                .map(|mut limit| {
+                    limit.shared = store.map(|store| Shared {
+                        store: store.clone(),
+                        namespace: id.as_ref().into(),
+                    });
+                    Arc::new(limit)
+                }),
             auth,
             request_headers: request_headers.and_then(|rules| {
                 policy::compile_header_rules(
@@ -146,10 +159,6 @@ pub(super) fn compile_routes(
         );
         let (Some(backend), true) = (backend_index, problems.list.len() == before) else {
             continue;
-        };
-        let id: Arc<str> = match &name {
-            Some(name) => format!("name:{name}").into(),
-            None => match_key(&host, &path_prefix, methods.as_ref(), &conditions).into(),
         };
         compiled.push(Route {
             id,
