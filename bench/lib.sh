@@ -52,17 +52,22 @@ finally:
 PY
 }
 
-http_code() { curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$1" || true; }
+http_code() {
+    # http_code URL [HEADER...]
+    local header=() h
+    for h in "${@:2}"; do header+=(-H "$h"); done
+    curl -s -o /dev/null --max-time 2 -w '%{http_code}' "${header[@]}" "$1" || true
+}
 
 wait_ready() {
-    # wait_ready NAME PID URL: until URL answers 200 (at most 15 s).
+    # wait_ready NAME PID URL [HEADER...]: until URL answers 200 (at most 15 s).
     local name=$1 pid=$2 url=$3 i code=""
     for ((i = 0; i < 150; i++)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             tail -n 30 "$WORK/$name.log" >&2 || true
             die "$name (pid $pid) exited during start-up; log above"
         fi
-        code=$(http_code "$url")
+        code=$(http_code "$url" "${@:4}")
         [[ $code == 200 ]] && return 0
         sleep 0.1
     done

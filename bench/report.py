@@ -210,13 +210,18 @@ def main():
             "rgate-limited": "same route + rate limit by client address (memory)",
             "rgate-routes50": "50 routes (half bound to hosts)",
             "rgate-routes500": "500 routes (half bound to hosts)",
+            "rgate-auth-rs256": "same route + JWT auth, RS256 (keys loaded)",
+            "rgate-auth-es256": "same route + JWT auth, ES256 (keys loaded)",
+            "rgate-redis": "same route + rate limit in Redis (one round trip)",
+            "rgate-breaker": "same route + circuit breaker + outlier ejection",
+            "rgate-chain": "full chain: shaping + CORS + auth ES256 + limit (memory) + breaker",
         }
         L.append("")
         L.append("### Marginal cost (rgate, same traffic, one config change)")
         L.append("")
         L.append(
             "| config | max req/s | ratio vs baseline (per-round spread) | CPU µs/req "
-            "| CPU vs baseline | CPU in upstream units, vs baseline (spread) | added p50 / p99 (ms) |"
+            "| CPU vs baseline | CPU in upstream units, vs baseline (spread) | added p50 / p99 / p99.9 (ms) |"
         )
         L.append("|---|---:|---:|---:|---:|---:|---:|")
         for t in [base] + marginal:
@@ -225,6 +230,7 @@ def main():
             spread = f" ({min(rps):.2f}–{max(rps):.2f})" if len(rps) > 1 else ""
             p50 = median(per_round(t, lambda rt, rd, rn: rt["lat_p50_ms"] - rd["lat_p50_ms"]))
             p99 = median(per_round(t, lambda rt, rd, rn: rt["lat_p99_ms"] - rd["lat_p99_ms"]))
+            p999 = median(per_round(t, lambda rt, rd, rn: rt["lat_p999_ms"] - rd["lat_p999_ms"]))
             # The upstream does the same work per request and shares the
             # proxy's core in the same window: its CPU per request is a probe
             # of that core's speed, so the proxy's CPU in units of it cancels
@@ -241,12 +247,15 @@ def main():
                 f"| {fmt_ratio(median(rps))}{spread} "
                 f"| {fmt(median([by[(t, n)].get('cpu_us_per_req') for n in rounds if (t, n) in by]))} "
                 f"| {fmt_ratio(median(cpu))} | {fmt_ratio(median(units))}{uspread} "
-                f"| {fmt_ms(p50)} / {fmt_ms(p99)} |"
+                f"| {fmt_ms(p50)} / {fmt_ms(p99)} / {fmt_ms(p999)} |"
             )
         L.append("")
         L.append(
-            "Traffic: GET /api/svc0007/items with an Origin header, for every row; "
-            "configs from bench/routes.py. *CPU in upstream units*: the proxy's CPU "
+            "Traffic: GET /api/svc0007/items with an Origin header, for every row, and a "
+            "bearer token on the auth and chain rows (bench/jwt.py); configs from "
+            "bench/routes.py; added latency is against direct at the fixed rate. The Redis "
+            "row's redis-server shares the proxy's core, so its CPU is in the row's req/s. "
+            "*CPU in upstream units*: the proxy's CPU "
             "per request ÷ the upstream's in the same window (they share one core), "
             "as a ratio to the baseline's in the same round; it cancels the core's "
             "speed drifting between runs, which on a shared VM moves every absolute "

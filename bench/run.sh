@@ -22,7 +22,7 @@ RATE=5000            # req/s of the fixed-rate (open model) latency run
 CONNS=64             # keep-alive connections of every load run
 ONLY="rgate,nginx,haproxy,nginx-fwd,haproxy-fwd"
 UPSTREAM_KIND=stub   # stub = target/release/rgate-upstream; nginx = nginx `return 200`
-BASE_PORT=18380      # ports BASE..BASE+10: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, then the rgate-* rows
+BASE_PORT=18380      # ports BASE..BASE+16: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, the rgate-* rows, Redis
 LOAD_CPU=0
 SERVER_CPU=1
 BUILD=1
@@ -44,13 +44,16 @@ Usage: bench/run.sh [options]
                      peers also do rgate's per-request header work, see
                      bench/README.md; `direct` is always measured: it is the
                      baseline for added latency); `marginal` adds the rows
-                     rgate-route1, rgate-shaped, rgate-limited, rgate-routes50
-                     and rgate-routes500 (the cost of shaping, of a rate
-                     limit and of table size)
+                     rgate-route1, rgate-shaped, rgate-limited, rgate-routes50,
+                     rgate-routes500, rgate-auth-rs256, rgate-auth-es256,
+                     rgate-redis, rgate-breaker and rgate-chain (the cost of
+                     each feature, and of table size); `headline` is nginx and
+                     the passthrough, auth, limit, Redis, breaker and full
+                     chain rows
   --quick            smoke test: 1 round, 3 s runs, 1 s warm-up
   --upstream KIND    stub (default: target/release/rgate-upstream --fixed-body-size 100)
                      or nginx (nginx `return 200` with a 100-byte JSON body)
-  --base-port P      use 127.0.0.1 ports P..P+10 (default 18380); the script
+  --base-port P      use 127.0.0.1 ports P..P+16 (default 18380); the script
                      refuses to run if one of them is taken
   --load-cpu N       CPU of the load generator (default 0)
   --server-cpu N     CPU of the proxy and the upstream (default 1)
@@ -104,13 +107,16 @@ PROXIES=()
 IFS=',' read -r -a _only <<<"$ONLY"
 for t in "${_only[@]}"; do
     case $t in
-        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd|rgate-route1|rgate-shaped|rgate-limited|rgate-routes50|rgate-routes500)
+        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd|rgate-route1|rgate-shaped|rgate-limited|rgate-routes50|rgate-routes500|rgate-auth-rs256|rgate-auth-es256|rgate-redis|rgate-breaker|rgate-chain)
             [[ " ${PROXIES[*]-} " == *" $t "* ]] || PROXIES+=("$t") ;;
-        marginal) for m in rgate-route1 rgate-shaped rgate-limited rgate-routes50 rgate-routes500; do
+        marginal) for m in rgate-route1 rgate-shaped rgate-limited rgate-routes50 rgate-routes500 rgate-auth-rs256 rgate-auth-es256 rgate-redis rgate-breaker rgate-chain; do
+                [[ " ${PROXIES[*]-} " == *" $m "* ]] || PROXIES+=("$m")
+            done ;;
+        headline) for m in nginx rgate-route1 rgate-auth-rs256 rgate-auth-es256 rgate-limited rgate-redis rgate-breaker rgate-chain; do
                 [[ " ${PROXIES[*]-} " == *" $m "* ]] || PROXIES+=("$m")
             done ;;
         direct|"") ;;
-        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, rgate-route1, rgate-shaped, rgate-limited, rgate-routes50, rgate-routes500, marginal; direct is implicit)" ;;
+        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, rgate-route1, rgate-shaped, rgate-limited, rgate-routes50, rgate-routes500, rgate-auth-rs256, rgate-auth-es256, rgate-redis, rgate-breaker, rgate-chain, marginal, headline; direct is implicit)" ;;
     esac
 done
 TARGETS=(direct "${PROXIES[@]}")
@@ -127,6 +133,12 @@ declare -A PORT=(
     [rgate-routes50]=$((BASE_PORT + 8))
     [rgate-routes500]=$((BASE_PORT + 9))
     [rgate-limited]=$((BASE_PORT + 10))
+    [rgate-auth-rs256]=$((BASE_PORT + 11))
+    [rgate-auth-es256]=$((BASE_PORT + 12))
+    [rgate-redis]=$((BASE_PORT + 13))
+    [rgate-breaker]=$((BASE_PORT + 14))
+    [rgate-chain]=$((BASE_PORT + 15))
+    [redis]=$((BASE_PORT + 16))
 )
 
 # The marginal-cost rows (rgate-*) all send the same traffic: one path that
@@ -135,7 +147,19 @@ declare -A PORT=(
 MARGINAL_PATH=/api/svc0007/items
 MARGINAL_ORIGIN="Origin: https://app.example.com"
 target_path() { if [[ $1 == rgate-* ]]; then echo "$MARGINAL_PATH"; else echo /; fi; }
-target_header() { if [[ $1 == rgate-* ]]; then echo "$MARGINAL_ORIGIN"; fi; }
+# target_headers TARGET: sets HDRS, the request headers of TARGET's traffic.
+# The auth rows (and the chain) also send a bearer token (bench/jwt.py).
+RS256_TOKEN="" ES256_TOKEN=""
+target_headers() {
+    HDRS=()
+    [[ $1 == rgate-* ]] && HDRS+=("$MARGINAL_ORIGIN")
+    case $1 in
+        rgate-auth-rs256) HDRS+=("Authorization: Bearer $RS256_TOKEN") ;;
+        rgate-auth-es256|rgate-chain) HDRS+=("Authorization: Bearer $ES256_TOKEN") ;;
+    esac
+    return 0
+}
+wants() { [[ " ${PROXIES[*]-} " == *" $1 "* ]]; }
 
 # ----------------------------------------------------- process bookkeeping --
 PIDS=()            # every long-running process this script started
@@ -194,6 +218,9 @@ if [[ " ${PROXIES[*]-} " == *" nginx"* || $UPSTREAM_KIND == nginx ]]; then
 fi
 if [[ " ${PROXIES[*]-} " == *" haproxy"* ]]; then
     command -v haproxy >/dev/null || need+=(haproxy)
+fi
+if [[ " ${PROXIES[*]-} " == *" rgate-redis "* ]]; then
+    command -v redis-server >/dev/null || need+=(redis-server)
 fi
 if ((${#need[@]})); then install_debian_packages "${need[@]}"; fi
 
@@ -273,9 +300,11 @@ start_server() {
 
 
 check_body() {
-    # The proxied response must be the upstream's 100-byte body.
-    local name=$1 url=$2 n
-    n=$(curl -s --max-time 2 "$url" | wc -c)
+    # check_body NAME URL [HEADER...]: the proxied response must be the
+    # upstream's 100-byte body.
+    local name=$1 url=$2 n header=() h
+    for h in "${@:3}"; do header+=(-H "$h"); done
+    n=$(curl -s --max-time 2 "${header[@]}" "$url" | wc -c)
     [[ $n == 100 ]] || die "$name: GET $url returned a $n-byte body, expected the upstream's 100 bytes"
 }
 
@@ -329,6 +358,10 @@ start_proxy() {
                 rgate-route1) routes=1 ;;
                 rgate-shaped) routes=1 shaped=(--shaped) ;;
                 rgate-limited) routes=1 shaped=(--limited) ;;
+                rgate-auth-*) routes=1 shaped=(--auth "$WORK/jwks.json") ;;
+                rgate-redis) routes=1 shaped=(--redis "redis://127.0.0.1:${PORT[redis]}/0") ;;
+                rgate-breaker) routes=1 shaped=(--breaker) ;;
+                rgate-chain) routes=1 shaped=(--shaped --auth "$WORK/jwks.json" --limited --breaker) ;;
             esac
             python3 "$BENCH_DIR/routes.py" "$routes" "127.0.0.1:${PORT[upstream]}" "${shaped[@]}" >"$WORK/$t.yml"
             start_server "$t" "$RGATE_BIN" --port "${PORT[$t]}" --bind 127.0.0.1 \
@@ -345,8 +378,9 @@ start_proxy() {
             ;;
     esac
     PROXY_PID=$LAST_PID
-    wait_ready "$t" "$PROXY_PID" "http://$listen$(target_path "$t")"
-    check_body "$t" "http://$listen$(target_path "$t")"
+    target_headers "$t"
+    wait_ready "$t" "$PROXY_PID" "http://$listen$(target_path "$t")" "${HDRS[@]}"
+    check_body "$t" "http://$listen$(target_path "$t")" "${HDRS[@]}"
 }
 
 
@@ -374,19 +408,19 @@ run_load() {
 }
 
 run_wrk() {
-    # run_wrk URL SECONDS OUTFILE [HEADER]
-    local header=()
-    [[ -n ${4:-} ]] && header=(-H "$4")
+    # run_wrk URL SECONDS OUTFILE [HEADER...]
+    local header=() h
+    for h in "${@:4}"; do header+=(-H "$h"); done
     TIMEOUT_S=$(($2 + 30)) run_load "$3" "$3.err" \
         wrk -t1 -c"$CONNS" -d"$2s" --timeout 5s "${header[@]}" "$1" ||
         die "wrk failed against $1: $(tail -n 5 "$3" "$3.err")"
 }
 
 run_oha() {
-    # run_oha URL SECONDS OUTFILE [HEADER]: fixed request rate, latency corrected for
+    # run_oha URL SECONDS OUTFILE [HEADER...]: fixed request rate, latency corrected for
     # coordinated omission (latency counted from each request's scheduled time).
-    local header=()
-    [[ -n ${4:-} ]] && header=(-H "$4")
+    local header=() h
+    for h in "${@:4}"; do header+=(-H "$h"); done
     TIMEOUT_S=$(($2 + 30)) run_load "$3" "$3.err" \
         oha --no-tui --output-format json -z "$2s" -q "$RATE" -c "$CONNS" --latency-correction "${header[@]}" "$1" ||
         die "oha failed against $1: $(tail -n 5 "$3.err")"
@@ -407,24 +441,23 @@ measure() {
         pid=$PROXY_PID
         url="http://127.0.0.1:${PORT[$t]}$(target_path "$t")"
     fi
-    local header
-    header=$(target_header "$t")
+    target_headers "$t"
     acc0=$(upstream_accepts)
 
     log "round $r/$ROUNDS $t: warm-up ${WARMUP}s"
-    ((WARMUP > 0)) && run_wrk "$url" "$WARMUP" "$tag.warmup.txt" "$header"
+    ((WARMUP > 0)) && run_wrk "$url" "$WARMUP" "$tag.warmup.txt" "${HDRS[@]}"
 
     log "round $r/$ROUNDS $t: max throughput, wrk ${CONNS} conns ${DURATION}s"
     [[ -n $pid ]] && cpu0=$(cpu_ticks "$pid")
     ucpu0=$(cpu_ticks "$UP_PID")
     core0=$(core_ticks "$SERVER_CPU") lcore0=$(core_ticks "$LOAD_CPU") kids0=$(children_ticks)
-    run_wrk "$url" "$DURATION" "$tag.wrk.txt" "$header"
+    run_wrk "$url" "$DURATION" "$tag.wrk.txt" "${HDRS[@]}"
     [[ -n $pid ]] && cpu1=$(cpu_ticks "$pid")
     ucpu1=$(cpu_ticks "$UP_PID")
     core1=$(core_ticks "$SERVER_CPU") lcore1=$(core_ticks "$LOAD_CPU") kids1=$(children_ticks)
 
     log "round $r/$ROUNDS $t: latency at ${RATE} req/s, oha ${CONNS} conns ${DURATION}s"
-    run_oha "$url" "$DURATION" "$tag.oha.json" "$header"
+    run_oha "$url" "$DURATION" "$tag.oha.json" "${HDRS[@]}"
 
     acc1=$(upstream_accepts)
     if [[ -n $pid ]]; then
@@ -510,6 +543,26 @@ tool_version() { "$@" 2>&1 | head -n 1 || true; }
 # -------------------------------------------------------------------- run --
 log "scratch dir $WORK; upstream=$UPSTREAM_KIND; targets: ${TARGETS[*]}; rounds=$ROUNDS duration=${DURATION}s rate=$RATE conns=$CONNS"
 start_upstream
+if wants rgate-auth-rs256 || wants rgate-auth-es256 || wants rgate-chain; then
+    python3 -c 'import cryptography' 2>/dev/null || {
+        log "installing the Python package cryptography (bench/jwt.py signs the tokens)"
+        python3 -m pip install -q cryptography
+    }
+    { read -r RS256_TOKEN; read -r ES256_TOKEN; } < <(python3 "$BENCH_DIR/jwt.py" "$WORK")
+    [[ -n $ES256_TOKEN ]] || die "bench/jwt.py wrote no tokens"
+fi
+if wants rgate-redis; then
+    # Pinned with the proxy and the upstream: its CPU is part of the row's cost.
+    require_port_free "${PORT[redis]}" redis
+    start_server redis redis-server --bind 127.0.0.1 --port "${PORT[redis]}" --save '' \
+        --appendonly no --dir "$WORK"
+    REDIS_PID=$LAST_PID
+    for _ in $(seq 100); do
+        [[ $(redis-cli -p "${PORT[redis]}" ping 2>/dev/null) == PONG ]] && break
+        sleep 0.1
+    done
+    [[ $(redis-cli -p "${PORT[redis]}" ping 2>/dev/null) == PONG ]] || die "redis-server did not start"
+fi
 # Calibrate: how many connections does one upstream_accepts query itself add?
 a=$(upstream_accepts); b=$(upstream_accepts)
 ACC_SELF=$((b - a))
@@ -523,6 +576,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 stop_pid "$UP_PID"
+[[ -n ${REDIS_PID:-} ]] && stop_pid "$REDIS_PID"
 
 # ----------------------------------------------------------------- report --
 STAMP=$(date +%Y-%m-%d-%H%M)
