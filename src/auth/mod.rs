@@ -14,6 +14,7 @@
 //! - A failed fetch keeps the last good set (stale-while-revalidate); a
 //!   provider whose keys never loaded answers 503 to requests with a token.
 
+mod cache;
 pub mod jwks;
 pub mod keys;
 
@@ -34,6 +35,21 @@ use crate::clock;
 
 /// The verified token's claims.
 pub type Claims = serde_json::Map<String, Value>;
+
+/// A verified token: its claims, its validity, and the request fields
+/// rendered from them once (a cached token renders nothing again).
+#[derive(Debug)]
+pub struct Verified {
+    pub claims: Claims,
+    /// `exp` and `nbf`, seconds since the epoch.
+    pub exp: u64,
+    pub nbf: Option<u64>,
+    /// `forward_claims` as request fields.
+    pub fields: Box<[(HeaderName, HeaderValue)]>,
+}
+
+/// Verified tokens each worker keeps by default (`token_cache`).
+pub const DEFAULT_TOKEN_CACHE: usize = 1024;
 
 /// Tokens longer than this are refused unread.
 pub const MAX_TOKEN: usize = 16 * 1024;
@@ -56,6 +72,10 @@ pub enum KeySource {
 #[derive(Debug)]
 pub struct Provider {
     pub name: Arc<str>,
+    /// Tells this provider's entries apart in the workers' token caches.
+    id: usize,
+    /// Verified tokens each worker keeps (0: verify every request).
+    pub token_cache: usize,
     /// Everything verification depends on, for a reload to tell whether a
     /// provider's fetched keys still apply.
     pub fingerprint: String,
@@ -111,7 +131,7 @@ pub struct RouteAuth {
 
 impl RouteAuth {
     /// Checks the request's bearer token. `Ok(None)`: anonymous, allowed.
-    pub async fn check(&self, headers: &HeaderMap) -> Result<Option<Claims>, Failure> {
+    pub async fn check(&self, headers: &HeaderMap) -> Result<Option<Arc<Verified>>, Failure> {
         match bearer_token(headers) {
             Some(token) => self.provider.verify(token).await.map(Some),
             None if self.required => Err(Failure::Missing),
@@ -123,7 +143,7 @@ impl RouteAuth {
     /// the forwarded claim fields are always removed (a client must never
     /// forge them), then set from the verified claims; `Authorization` is
     /// removed unless the provider forwards it.
-    pub fn rewrite(&self, headers: &mut HeaderMap, claims: Option<&Claims>) {
+    pub fn rewrite(&self, headers: &mut HeaderMap, verified: Option<&Verified>) {
         let provider = &*self.provider;
         for (_, name) in &provider.forward_claims {
             headers.remove(name);
@@ -131,10 +151,9 @@ impl RouteAuth {
         if !provider.forward_token {
             headers.remove(header::AUTHORIZATION);
         }
-        let Some(claims) = claims else { return };
-        for (claim, name) in &provider.forward_claims {
-            if let Some(value) = claims.get(&**claim).and_then(claim_value) {
-                headers.insert(name.clone(), value);
+        if let Some(verified) = verified {
+            for (name, value) in &verified.fields {
+                headers.insert(name.clone(), value.clone());
             }
         }
     }
@@ -173,8 +192,11 @@ impl Provider {
         forward_claims: Box<[(Box<str>, HeaderName)]>,
         forward_token: bool,
     ) -> Self {
+        static IDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         Self {
             name,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            token_cache: DEFAULT_TOKEN_CACHE,
             fingerprint,
             source,
             refresh,
@@ -199,8 +221,9 @@ impl Provider {
         self.keys.store(keys);
     }
 
-    /// Verifies a token; waits (bounded) for one fetch if its `kid` is new.
-    pub async fn verify(&self, token: &str) -> Result<Claims, Failure> {
+    /// Verifies a token (or finds it in this worker's cache); waits
+    /// (bounded) for one fetch if its `kid` is new.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, Failure> {
         if let Ok(result) = self.verify_now(token) {
             return result;
         }
@@ -213,9 +236,21 @@ impl Provider {
             .unwrap_or(Err(Failure::Invalid("unknown_kid")))
     }
 
-    fn verify_now(&self, token: &str) -> Result<Result<Claims, Failure>, UnknownKid> {
+    fn verify_now(&self, token: &str) -> Result<Result<Arc<Verified>, Failure>, UnknownKid> {
         if token.len() > MAX_TOKEN {
             return Ok(Err(Failure::Invalid("too_large")));
+        }
+        let Some(keys) = self.keys.load_full() else {
+            // No keys: still refuse what no key could verify.
+            return Ok(match jsonwebtoken::decode_header(token) {
+                Ok(_) => Err(Failure::Unavailable),
+                Err(_) => Err(Failure::Invalid("malformed")),
+            });
+        };
+        if self.token_cache > 0 {
+            if let Some(hit) = cache::get(self.id, &keys, token, self.base.leeway) {
+                return Ok(Ok(hit));
+            }
         }
         // `alg: none` and unknown algorithms fail here: `Algorithm` has no such variant.
         let Ok(head) = jsonwebtoken::decode_header(token) else {
@@ -224,21 +259,49 @@ impl Provider {
         if !self.base.algorithms.contains(&head.alg) {
             return Ok(Err(Failure::Invalid("algorithm")));
         }
-        let guard = self.keys.load();
-        let Some(keys) = guard.as_deref() else {
-            return Ok(Err(Failure::Unavailable));
-        };
         let Some(key) = keys.find(head.kid.as_deref(), head.alg) else {
             return match head.kid {
                 Some(_) => Err(UnknownKid),
                 None => Ok(Err(Failure::Invalid("no_key"))),
             };
         };
-        Ok(
-            jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
-                .map(|data| data.claims)
-                .map_err(|error| classify(error.kind())),
-        )
+        let claims = match jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation) {
+            Ok(data) => data.claims,
+            Err(error) => return Ok(Err(classify(error.kind()))),
+        };
+        let verified = Arc::new(self.verified(claims));
+        if self.token_cache > 0 {
+            cache::put(
+                self.id,
+                keys.clone(),
+                token,
+                verified.clone(),
+                self.token_cache,
+            );
+        }
+        Ok(Ok(verified))
+    }
+
+    fn verified(&self, claims: Claims) -> Verified {
+        let seconds = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_f64)
+                .map(|secs| secs.max(0.0) as u64)
+        };
+        Verified {
+            // Required by the validation, so present.
+            exp: seconds("exp").unwrap_or(0),
+            nbf: seconds("nbf"),
+            fields: self
+                .forward_claims
+                .iter()
+                .filter_map(|(claim, name)| {
+                    Some((name.clone(), claims.get(&**claim).and_then(claim_value)?))
+                })
+                .collect(),
+            claims,
+        }
     }
 
     /// Asks the refresh task for a fetch now. True when a fetch is under way

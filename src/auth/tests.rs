@@ -149,29 +149,100 @@ async fn verification_outcomes() {
     .unwrap();
     let p = provider(&[Algorithm::EdDSA], Some(set));
     let verified = p.verify(&token(Some("k1"), &key, &claims())).await.unwrap();
-    assert_eq!(verified["sub"], "alice");
+    assert_eq!(verified.claims["sub"], "alice");
     // Without a kid, the key that verifies the algorithm.
     assert!(p.verify(&token(None, &key, &claims())).await.is_ok());
     let mut expired = claims();
     expired["exp"] = json!(1);
     assert_eq!(
-        p.verify(&token(Some("k1"), &key, &expired)).await,
-        Err(Failure::Invalid("expired"))
+        p.verify(&token(Some("k1"), &key, &expired)).await.err(),
+        Some(Failure::Invalid("expired"))
     );
     let mut issuer = claims();
     issuer["iss"] = json!("other");
     assert_eq!(
-        p.verify(&token(Some("k1"), &key, &issuer)).await,
-        Err(Failure::Invalid("issuer"))
+        p.verify(&token(Some("k1"), &key, &issuer)).await.err(),
+        Some(Failure::Invalid("issuer"))
     );
     let big = "a".repeat(MAX_TOKEN + 1);
-    assert_eq!(p.verify(&big).await, Err(Failure::Invalid("too_large")));
+    assert_eq!(
+        p.verify(&big).await.err(),
+        Some(Failure::Invalid("too_large"))
+    );
 
     let no_keys = provider(&[Algorithm::EdDSA], None);
     assert_eq!(
-        no_keys.verify(&token(Some("k1"), &key, &claims())).await,
-        Err(Failure::Unavailable)
+        no_keys
+            .verify(&token(Some("k1"), &key, &claims()))
+            .await
+            .err(),
+        Some(Failure::Unavailable)
     );
+}
+
+#[tokio::test]
+async fn verified_tokens_are_cached_per_worker_until_they_expire_or_keys_change() {
+    let (jwk, key) = ed_key("k1");
+    let document = json!({"keys": [jwk]}).to_string();
+    let algs = [Algorithm::EdDSA];
+    let p = provider(
+        &algs,
+        Some(KeySet::from_jwks(document.as_bytes(), &base(&algs)).unwrap()),
+    );
+    let token = token(Some("k1"), &key, &claims());
+    let first = p.verify(&token).await.unwrap();
+    let again = p.verify(&token).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "the second is a cache hit");
+    // A refreshed key set (even with the same keys) verifies once more.
+    p.set_keys(Some(Arc::new(
+        KeySet::from_jwks(document.as_bytes(), &base(&algs)).unwrap(),
+    )));
+    let after_refresh = p.verify(&token).await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &after_refresh));
+    // Another provider never takes this provider's entry.
+    let other = provider(
+        &algs,
+        Some(KeySet::from_jwks(document.as_bytes(), &base(&algs)).unwrap()),
+    );
+    assert!(!Arc::ptr_eq(
+        &other.verify(&token).await.unwrap(),
+        &after_refresh
+    ));
+    // An expired entry is not served, whatever the cache holds.
+    let keys = p.keys().unwrap();
+    let stale = Arc::new(Verified {
+        claims: Claims::new(),
+        exp: cache::now_secs() - 100,
+        nbf: None,
+        fields: Box::default(),
+    });
+    cache::put(p.id, keys.clone(), "stale-token", stale, 16);
+    assert!(cache::get(p.id, &keys, "stale-token", 30).is_none());
+    assert!(
+        cache::get(p.id, &keys, "stale-token", 200).is_some(),
+        "within the leeway"
+    );
+}
+
+#[test]
+fn the_token_cache_is_bounded() {
+    let keys = Arc::new(KeySet::default());
+    let verified = Arc::new(Verified {
+        claims: Claims::new(),
+        exp: u64::MAX / 2,
+        nbf: None,
+        fields: Box::default(),
+    });
+    for i in 0..500 {
+        cache::put(
+            usize::MAX,
+            keys.clone(),
+            &format!("token-{i}"),
+            verified.clone(),
+            64,
+        );
+    }
+    assert!(cache::len() <= 64, "{}", cache::len());
 }
 
 #[test]

@@ -72,6 +72,8 @@ pub(crate) struct JwtFile {
     /// Pass `Authorization` on to the upstream (default false: removed).
     #[serde(default)]
     pub(crate) forward_token: bool,
+    /// Verified tokens each worker keeps (default 1024; 0 verifies every request).
+    pub(crate) token_cache: Option<usize>,
 }
 
 /// A route's token check.

@@ -168,10 +168,10 @@ impl Gateway {
                 // Auth, then the limit: before the backend's breaker and
                 // bulkhead, so a refused request takes no slot and no
                 // upstream connection.
-                let mut claims = None;
+                let mut verified = None;
                 if let Some(auth) = policy.and_then(|p| p.auth.as_ref()) {
                     match auth.check(request.headers()).await {
-                        Ok(verified) => claims = verified,
+                        Ok(token) => verified = token,
                         Err(failure) => {
                             break 'forwarded Err(GatewayError::Auth {
                                 route: route.name.clone(),
@@ -180,11 +180,15 @@ impl Gateway {
                         }
                     }
                     // Before anything reads them: only verified claims.
-                    auth.rewrite(request.headers_mut(), claims.as_ref());
+                    auth.rewrite(request.headers_mut(), verified.as_deref());
                 }
                 if let Some(limit) = policy.and_then(|p| p.rate_limit.as_deref()) {
                     let decision = match &limit.shared {
-                        None => limit.check(identity.ip, request.headers(), claims.as_ref()),
+                        None => limit.check(
+                            identity.ip,
+                            request.headers(),
+                            verified.as_deref().map(|v| &v.claims),
+                        ),
                         // Boxed: the round trip's state stays out of this
                         // future for routes that never take it.
                         Some(shared) => {
@@ -193,7 +197,7 @@ impl Gateway {
                                 &shared.namespace,
                                 identity.ip,
                                 request.headers(),
-                                claims.as_ref(),
+                                verified.as_deref().map(|v| &v.claims),
                             ))
                             .await
                         }

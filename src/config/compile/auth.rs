@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, Validation};
 
 use super::{positive, Problems};
 use crate::auth::keys::{KeySet, MAX_JWKS_BYTES};
-use crate::auth::{KeySource, Provider, RouteAuth};
+use crate::auth::{KeySource, Provider, RouteAuth, DEFAULT_TOKEN_CACHE};
 use crate::config::file::{AuthFile, JwtFile};
 use crate::policy::header_rules::{refused_name, Side};
 
@@ -94,6 +94,7 @@ fn compile_provider(
         refresh,
         forward_claims,
         forward_token,
+        token_cache,
     } = file;
     let before = problems.list.len();
     let path = |field: &str| format!("{key}.{field}");
@@ -184,7 +185,7 @@ fn compile_provider(
         },
         _ => None,
     };
-    let provider = Provider::new(
+    let mut provider = Provider::new(
         name.into(),
         fingerprint,
         source,
@@ -193,6 +194,7 @@ fn compile_provider(
         forward_claims.into(),
         forward_token,
     );
+    provider.token_cache = token_cache.unwrap_or(DEFAULT_TOKEN_CACHE);
     provider.set_keys(keys.map(Arc::new));
     Some(provider)
 }
