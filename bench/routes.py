@@ -15,6 +15,7 @@ it is the only route. The options add to that route:
              reaches it (the cost of deciding, not of refusing)
   --auth F   a required bearer token from a provider whose keys are in the
              JWKS file F (bench/jwt.py writes it), `sub` forwarded
+  --no-token-cache  with --auth: every request's token verified (token_cache: 0)
   --redis U  the rate limit kept in the Redis at U (implies --limited)
   --breaker  a per-endpoint circuit breaker and outlier ejection on the backend
 """
@@ -77,6 +78,8 @@ def main():
             "    algorithms: [RS256, ES256]",
             "    forward_claims: {sub: X-User-Id}",
         ]
+        if "--no-token-cache" in flags:
+            out.append("    token_cache: 0")
     if redis:
         out.append(f'rate_limit_store: {{url: "{redis}", timeout: 50ms, on_error: allow}}')
     print("\n".join(out))
