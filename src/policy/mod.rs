@@ -3,6 +3,7 @@
 //! it is forwarded and on its answer after.
 
 pub mod cors;
+pub mod decision;
 pub mod header_rules;
 pub mod rate_limit;
 pub mod retry;
@@ -14,8 +15,9 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue};
 
 use self::cors::Cors;
+use self::decision::Decision;
 use self::header_rules::{HeaderRules, Vars};
-use self::rate_limit::{Decision, RateLimit};
+use self::rate_limit::RateLimit;
 use crate::auth::RouteAuth;
 
 /// A route's edge policy: a closed set of optional parts, each compiled

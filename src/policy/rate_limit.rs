@@ -26,7 +26,8 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::shared_limit::SharedStore;
+use super::decision::Decision;
+use super::shared_limit::{OnError, SharedStore};
 use crate::auth::Claims;
 use std::sync::Arc;
 
@@ -100,13 +101,6 @@ pub struct Shared {
     pub namespace: Box<str>,
 }
 
-/// The outcome of one request's check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allowed { remaining: u32, reset: u64 },
-    Limited { retry_after: u64 },
-}
-
 impl RateLimit {
     /// `requests` per `per`, bursts of up to `burst`. `None` if the rate is
     /// finer than a nanosecond per request.
@@ -152,6 +146,34 @@ impl RateLimit {
             _ => false,
         };
         self.settings == other.settings && self.key == other.key && same_store
+    }
+
+    /// One decision in the shared store; when it does not answer in time,
+    /// the store's `on_error` decides here.
+    pub async fn decide_shared(
+        &self,
+        shared: &Shared,
+        client_ip: IpAddr,
+        headers: &HeaderMap,
+        claims: Option<&Claims>,
+    ) -> Decision {
+        let mut name = Vec::with_capacity(32 + shared.namespace.len());
+        name.extend_from_slice(b"rgate:rl:");
+        name.extend_from_slice(shared.namespace.as_bytes());
+        name.push(b':');
+        self.key(client_ip, headers, claims).write_to(&mut name);
+        let (interval_us, burst) = self.gcra();
+        if let Some(decision) = shared.store.decide(&name, interval_us, burst).await {
+            return decision;
+        }
+        match shared.store.on_error {
+            OnError::Allow => Decision::Allowed {
+                remaining: burst,
+                reset: 0,
+            },
+            OnError::Deny => Decision::Limited { retry_after: 1 },
+            OnError::Local => self.check(client_ip, headers, claims),
+        }
     }
 
     /// Takes one request from the bucket its key selects.

@@ -14,19 +14,16 @@
 //!   starts and once when it ends.
 
 use std::cell::RefCell;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderMap;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use rustc_hash::FxHashMap;
 use tracing::{info, warn};
 
-use super::rate_limit::{Decision, RateLimit};
-use crate::auth::Claims;
+use super::decision::Decision;
 
 /// What a decision falls back to when Redis does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,29 +111,23 @@ impl SharedStore {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// One decision for `limit`, within `timeout`.
+    /// One GCRA decision on the key `name`, within `timeout`; `None` when
+    /// Redis did not answer in time (counted, and the outage logged once),
+    /// for the caller's `on_error`.
     pub async fn decide(
         self: &Arc<Self>,
-        limit: &RateLimit,
-        namespace: &str,
-        client_ip: IpAddr,
-        headers: &HeaderMap,
-        claims: Option<&Claims>,
-    ) -> Decision {
-        let mut name = Vec::with_capacity(32 + namespace.len());
-        name.extend_from_slice(b"rgate:rl:");
-        name.extend_from_slice(namespace.as_bytes());
-        name.push(b':');
-        limit.key(client_ip, headers, claims).write_to(&mut name);
-        let (interval_us, burst) = limit.gcra();
-        let asked = tokio::time::timeout(self.timeout, self.run(&name, interval_us, burst)).await;
+        name: &[u8],
+        interval_us: f64,
+        burst: u32,
+    ) -> Option<Decision> {
+        let asked = tokio::time::timeout(self.timeout, self.run(name, interval_us, burst)).await;
         match asked {
             Ok(Ok((allowed, remaining, retry_after_us, reset_us))) => {
                 // A plain load in the common case; written once per outage.
                 if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
                     info!(url = %self.url, failed_decisions = self.failures(), "rate-limit store answering again");
                 }
-                if allowed == 1 {
+                Some(if allowed == 1 {
                     Decision::Allowed {
                         remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
                         reset: ceil_secs_us(reset_us),
@@ -145,15 +136,15 @@ impl SharedStore {
                     Decision::Limited {
                         retry_after: ceil_secs_us(retry_after_us).max(1),
                     }
-                }
+                })
             }
             Ok(Err(error)) => {
-                self.failed(&format!("{error}"));
-                self.fallback(limit, client_ip, headers, claims)
+                self.failed(&error.to_string());
+                None
             }
             Err(_) => {
                 self.failed("no answer within the timeout");
-                self.fallback(limit, client_ip, headers, claims)
+                None
             }
         }
     }
@@ -309,23 +300,6 @@ impl SharedStore {
         self.failures.fetch_add(1, Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {
             warn!(url = %self.url, error = why, on_error = ?self.on_error, "rate-limit store failed; deciding locally until it answers again");
-        }
-    }
-
-    fn fallback(
-        &self,
-        limit: &RateLimit,
-        client_ip: IpAddr,
-        headers: &HeaderMap,
-        claims: Option<&Claims>,
-    ) -> Decision {
-        match self.on_error {
-            OnError::Allow => Decision::Allowed {
-                remaining: limit.settings.2,
-                reset: 0,
-            },
-            OnError::Deny => Decision::Limited { retry_after: 1 },
-            OnError::Local => limit.check(client_ip, headers, claims),
         }
     }
 }

@@ -34,8 +34,8 @@ use crate::error::GatewayError;
 use crate::observe::stats::{Stats, StatsShard};
 use crate::path::normalize;
 use crate::policy::cors;
+use crate::policy::decision::Decision;
 use crate::policy::header_rules::Vars;
-use crate::policy::rate_limit::Decision;
 use crate::policy::EdgePolicy;
 use crate::response::{self, ResponseBody};
 use crate::router::{self, RouteRequest, RESERVED_PATH};
@@ -192,9 +192,8 @@ impl Gateway {
                         // Boxed: the round trip's state stays out of this
                         // future for routes that never take it.
                         Some(shared) => {
-                            Box::pin(shared.store.decide(
-                                limit,
-                                &shared.namespace,
+                            Box::pin(limit.decide_shared(
+                                shared,
                                 identity.ip,
                                 request.headers(),
                                 verified.as_deref().map(|v| &v.claims),
