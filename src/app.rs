@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info};
 
+use crate::admin;
 use crate::config::Config;
 use crate::control::{ControlPlane, ReloadError, ReloadReport, ReloadRequest, Signals};
 use crate::observe::stats::Stats;
@@ -31,6 +32,20 @@ pub struct Options {
     pub handle_signals: bool,
     /// The config file to read again on reload; watched for changes.
     pub config_path: Option<PathBuf>,
+    /// Where the admin plane listens.
+    pub admin: AdminChoice,
+}
+
+/// The admin listener's address: the config's, none, or this one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AdminChoice {
+    /// `admin` from the config file (on 127.0.0.1:9901 unless it says otherwise).
+    FromConfig,
+    /// Off, whatever the config says (the default for embedding and tests).
+    #[default]
+    Off,
+    /// This address (`--admin`); port 0 picks a free one.
+    Listen(SocketAddr),
 }
 
 impl Default for Options {
@@ -42,6 +57,7 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(30),
             handle_signals: false,
             config_path: None,
+            admin: AdminChoice::Off,
         }
     }
 }
@@ -65,6 +81,7 @@ pub enum StartError {
 pub struct Running {
     local_addr: SocketAddr,
     redirect_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     reload: mpsc::Sender<ReloadRequest>,
     control: Option<thread::JoinHandle<DrainReport>>,
@@ -77,7 +94,27 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
         docker,
         limits,
         tls,
+        admin,
     } = config;
+    let admin = match options.admin {
+        AdminChoice::FromConfig => admin,
+        AdminChoice::Off => None,
+        AdminChoice::Listen(addr) => Some(addr),
+    };
+    // Bound before anything starts, so a taken port stops the start.
+    let admin_listener = admin
+        .map(|addr| {
+            server::bind(addr, 1)
+                .map_err(|source| StartError::Bind { addr, source })
+                .and_then(|mut listeners| {
+                    listeners.pop().ok_or(StartError::Bind {
+                        addr,
+                        source: io::ErrorKind::AddrNotAvailable.into(),
+                    })
+                })
+        })
+        .transpose()?;
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let requested = SocketAddr::new(options.bind, options.port);
     let listeners =
         server::bind(requested, options.workers).map_err(|source| StartError::Bind {
@@ -136,6 +173,24 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     let config_path = options.config_path.clone();
     let tls_enabled = tls.is_some();
     let (reload, reload_requests) = mpsc::channel(4);
+    // The admin plane answers until the workers are gone (it reports the drain).
+    let (admin_stop, admin_stopped) = watch::channel(false);
+    let admin_thread = match admin_listener {
+        Some(listener) => Some(
+            admin::spawn(
+                listener,
+                admin::AdminState {
+                    snapshot: snapshot.clone(),
+                    stats,
+                    reload: reload.clone(),
+                    draining: shutdown,
+                },
+                admin_stopped,
+            )
+            .map_err(StartError::Thread)?,
+        ),
+        None => None,
+    };
     let (ready, control_ready) = std::sync::mpsc::channel::<()>();
     let control = thread::Builder::new()
         .name("rgate-control".into())
@@ -165,7 +220,12 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
                     .await;
             });
             let _ = drain.send(true);
-            join_workers(workers)
+            let report = join_workers(workers);
+            let _ = admin_stop.send(true);
+            if let Some(admin) = admin_thread {
+                let _ = admin.join();
+            }
+            report
         })
         .map_err(StartError::Thread)?;
     // Signal handlers are in place once the control thread says so (or has died).
@@ -178,6 +238,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     Ok(Running {
         local_addr,
         redirect_addr,
+        admin_addr,
         stop,
         reload,
         control: Some(control),
@@ -205,6 +266,11 @@ impl Running {
     /// The address the gateway listens on (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin plane's address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The plain-HTTP redirect listener's address, when `tls.redirect_http_port` is set.

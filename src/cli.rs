@@ -36,6 +36,10 @@ pub struct Cli {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// The admin plane's address (IP:port), or `off` [default: the config's `admin`, else 127.0.0.1:9901].
+    #[arg(long, value_parser = parse_admin)]
+    pub admin: Option<crate::app::AdminChoice>,
+
     /// Log filter, e.g. `info` or `rgate=debug` [default: $RUST_LOG, else info].
     #[arg(long)]
     pub log_level: Option<String>,
@@ -50,6 +54,41 @@ pub enum Command {
     },
 }
 
+fn parse_admin(text: &str) -> Result<crate::app::AdminChoice, String> {
+    if text == "off" {
+        return Ok(crate::app::AdminChoice::Off);
+    }
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not IP:port or `off`"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address; a public admin plane needs admin.listen \
+             with allow_public: true in the config"
+        ));
+    }
+    Ok(crate::app::AdminChoice::Listen(addr))
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::config::parse_duration(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::AdminChoice;
+
+    #[test]
+    fn admin_takes_loopback_addresses_or_off() {
+        assert_eq!(parse_admin("off"), Ok(AdminChoice::Off));
+        assert_eq!(
+            parse_admin("127.0.0.1:0"),
+            Ok(AdminChoice::Listen("127.0.0.1:0".parse().unwrap()))
+        );
+        assert!(parse_admin("0.0.0.0:9901")
+            .unwrap_err()
+            .contains("allow_public"));
+        assert!(parse_admin("nine").is_err());
+    }
 }

@@ -173,14 +173,15 @@ impl ControlPlane {
             docker,
             limits,
             tls,
+            admin: _,
         } = config::load(path).map_err(ReloadError::Invalid)?;
         let carried = snapshot.carry_over(&self.snapshot.load());
         // TLS settings have no equality (certificate files may change under
         // the same paths), so any reload with TLS on either side says so.
         if limits != self.limits || tls.is_some() || self.tls {
             warn!(
-                "`limits` and `tls` (certificates included) are read at start only; \
-                 restart rgate to apply changes to them"
+                "`limits`, `tls` (certificates included) and `admin` are read at start \
+                 only; restart rgate to apply changes to them"
             );
         }
         let report = ReloadReport {

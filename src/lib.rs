@@ -12,6 +12,7 @@
 //! The request path is in [`proxy`]; discovery feeds [`backend`] endpoint sets
 //! from the Docker event stream; [`app`] wires it together.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;

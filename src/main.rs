@@ -66,6 +66,7 @@ fn main() -> ExitCode {
         drain_timeout: cli.drain_timeout,
         handle_signals: true,
         config_path: Some(cli.config),
+        admin: cli.admin.unwrap_or(app::AdminChoice::FromConfig),
     };
     match app::start(loaded, &options) {
         Ok(running) => {

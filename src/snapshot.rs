@@ -22,6 +22,9 @@ pub struct Snapshot {
     pub trusted_proxies: TrustedProxies,
     /// JWT providers, whose keys the control thread keeps fresh.
     pub providers: Vec<Arc<Provider>>,
+    /// 1 for the config rgate started with, one more for each reload.
+    pub version: u64,
+    pub loaded_at: std::time::SystemTime,
 }
 
 impl Snapshot {
@@ -31,6 +34,7 @@ impl Snapshot {
     /// by address), and each route its per-route state (see
     /// `carry_over_routes`). Returns how many backends carried over.
     pub fn carry_over(&mut self, previous: &Snapshot) -> usize {
+        self.version = previous.version + 1;
         self.carry_over_routes(previous);
         // Fetched keys, where the provider verifies as before: a reload
         // must not open a window without keys.

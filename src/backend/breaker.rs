@@ -52,6 +52,17 @@ pub struct BreakerState {
     successes: AtomicU32,
 }
 
+impl BreakerState {
+    /// `closed`, `open` or `half_open`, for the admin plane.
+    pub fn phase(&self) -> &'static str {
+        match self.state.load(std::sync::atomic::Ordering::Relaxed) {
+            OPEN => "open",
+            HALF_OPEN => "half_open",
+            _ => "closed",
+        }
+    }
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX / 4)
 }

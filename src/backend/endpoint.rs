@@ -93,6 +93,16 @@ impl Endpoint {
         until == 0 || until <= crate::clock::now_millis()
     }
 
+    /// The endpoint's circuit breaker phase (`closed` without a breaker).
+    pub fn breaker_phase(&self) -> &'static str {
+        self.breaker.phase()
+    }
+
+    /// Whether passive outlier detection has it out of rotation now.
+    pub fn ejected(&self) -> bool {
+        !self.available(crate::clock::now_millis())
+    }
+
     /// Requests currently sent to this endpoint and not yet finished.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Relaxed)

@@ -63,6 +63,8 @@ pub struct Backend {
     /// that keep its name and source, so discovery's updates reach whichever
     /// one is current.
     endpoints: Arc<ArcSwap<EndpointSet>>,
+    /// Shared the same way: set once discovery has listed the containers.
+    listed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Backend {
@@ -79,6 +81,7 @@ impl Backend {
             max_in_flight: None,
             in_flight: AtomicU32::new(0),
             endpoints: Arc::new(ArcSwap::from_pointee(initial)),
+            listed: Arc::default(),
         }
     }
 
@@ -152,6 +155,20 @@ impl Backend {
     /// Takes over `previous`'s endpoint set for good (see [`Backend::continues`]).
     pub fn adopt_endpoints(&mut self, previous: &Backend) {
         self.endpoints = previous.endpoints.clone();
+        self.listed = previous.listed.clone();
+    }
+
+    /// Discovery has listed this backend's containers at least once (always
+    /// true for static servers): until then an empty set means "not yet
+    /// known", not "no containers".
+    pub fn listed(&self) -> bool {
+        matches!(self.source, Source::Static)
+            || self.listed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_listed(&self) {
+        self.listed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Publishes a new endpoint set; requests already in flight keep the old one.

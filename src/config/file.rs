@@ -31,6 +31,19 @@ pub(crate) struct ConfigFile {
     pub(crate) jwt: Vec<serde_yaml_ng::Value>,
     /// `memory` (default), or a [`RedisStoreFile`] shared by replicas.
     pub(crate) rate_limit_store: Option<serde_yaml_ng::Value>,
+    /// `off`, or an [`AdminFile`] (default: on, 127.0.0.1:9901).
+    pub(crate) admin: Option<serde_yaml_ng::Value>,
+}
+
+/// The admin listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminFile {
+    /// `IP:port` (default 127.0.0.1:9901).
+    pub(crate) listen: Option<String>,
+    /// Allow a non-loopback address (default false).
+    #[serde(default)]
+    pub(crate) allow_public: bool,
 }
 
 /// Rate limits kept in Redis, shared by every replica.

@@ -25,6 +25,8 @@ pub struct Config {
     pub limits: Limits,
     /// TLS on the main listener (default: plain HTTP).
     pub tls: Option<TlsSettings>,
+    /// Where the admin plane listens (`None`: off); read at start.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// Reads and compiles the config file at `path`.
@@ -66,6 +68,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     compile::compile(parsed, early, path).map_err(ConfigErrors)
 }
 
+#[cfg(test)]
+mod admin_tests;
 #[cfg(test)]
 mod auth_tests;
 #[cfg(test)]

@@ -373,6 +373,7 @@ impl BackendState {
                 self.refresh(docker, settings, id).await?;
             }
         }
+        self.backend.mark_listed();
         Ok(())
     }
 

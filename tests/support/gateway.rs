@@ -12,7 +12,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rgate::app::{self, Options, Running};
+use rgate::app::{self, AdminChoice, Options, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -25,20 +25,42 @@ pub struct TestGateway {
 impl TestGateway {
     pub fn start(yaml: &str) -> Self {
         let config = rgate::config::parse(yaml, Path::new("test.yml")).expect("valid test config");
-        Self::launch(config, None)
+        Self::launch(config, None, AdminChoice::Off)
     }
 
     /// Starts from a config file, watched and reloadable like the binary's.
     pub fn start_file(path: &Path) -> Self {
         let config = rgate::config::load(path).expect("valid test config");
-        Self::launch(config, Some(path.to_path_buf()))
+        Self::launch(config, Some(path.to_path_buf()), AdminChoice::Off)
     }
 
-    fn launch(config: rgate::config::Config, config_path: Option<std::path::PathBuf>) -> Self {
+    /// Like [`TestGateway::start_file`], with the admin plane on a free loopback port.
+    pub fn start_file_with_admin(path: &Path) -> Self {
+        let config = rgate::config::load(path).expect("valid test config");
+        Self::launch(
+            config,
+            Some(path.to_path_buf()),
+            AdminChoice::Listen(SocketAddr::from(([127, 0, 0, 1], 0))),
+        )
+    }
+
+    /// The admin plane's address (when started with it).
+    pub fn admin(&self) -> SocketAddr {
+        self.running()
+            .admin_addr()
+            .expect("started with the admin plane")
+    }
+
+    fn launch(
+        config: rgate::config::Config,
+        config_path: Option<std::path::PathBuf>,
+        admin: AdminChoice,
+    ) -> Self {
         let options = Options {
             workers: 2,
             drain_timeout: Duration::from_secs(5),
             config_path,
+            admin,
             ..Options::default()
         };
         let running = app::start(config, &options).expect("gateway starts");

@@ -174,3 +174,53 @@ pub(super) fn compile_tls(
         .map_err(|error| problems.add("tls", error.to_string()))
         .ok()
 }
+
+/// `admin`: `off`, or where the admin plane listens (loopback unless
+/// `allow_public`: it can reload the config and shows the whole topology).
+pub(super) fn compile_admin(
+    admin: Option<serde_yaml_ng::Value>,
+    problems: &mut Problems<'_>,
+) -> Option<std::net::SocketAddr> {
+    let Some(admin) = admin else {
+        return Some(crate::admin::DEFAULT_LISTEN);
+    };
+    if admin.as_str() == Some("off") || admin.as_bool() == Some(false) {
+        return None;
+    }
+    let file: crate::config::file::AdminFile = match serde_yaml_ng::from_value(admin) {
+        Ok(file) => file,
+        Err(error) => {
+            problems.add(
+                "admin",
+                format!("must be `off` or {{listen, allow_public}}: {error}"),
+            );
+            return None;
+        }
+    };
+    let addr = match file
+        .listen
+        .as_deref()
+        .map(str::parse::<std::net::SocketAddr>)
+    {
+        None => crate::admin::DEFAULT_LISTEN,
+        Some(Ok(addr)) => addr,
+        Some(Err(_)) => {
+            problems.add(
+                "admin.listen",
+                format!("{:?} is not IP:port", file.listen.unwrap_or_default()),
+            );
+            return None;
+        }
+    };
+    if !addr.ip().is_loopback() && !file.allow_public {
+        problems.add(
+            "admin.listen",
+            format!(
+                "{addr} is reachable from other hosts, and the admin plane can reload the config; \
+                 use a loopback address, or set admin.allow_public: true behind your own access control"
+            ),
+        );
+        return None;
+    }
+    Some(addr)
+}

@@ -64,6 +64,7 @@ pub(crate) fn compile(
         trusted_proxies,
         jwt: _,
         rate_limit_store,
+        admin,
     } = file;
     let mut problems = Problems {
         file: path,
@@ -108,6 +109,7 @@ pub(crate) fn compile(
     let docker = listener::compile_docker(docker.unwrap_or_default(), &mut problems);
     let limits = listener::compile_limits(limits.unwrap_or_default(), &mut problems);
     let tls = tls.and_then(|tls| listener::compile_tls(tls, base, &mut problems));
+    let admin = listener::compile_admin(admin, &mut problems);
 
     if !problems.list.is_empty() {
         return Err(problems.list);
@@ -119,10 +121,13 @@ pub(crate) fn compile(
             default_response,
             trusted_proxies,
             providers: providers.by_name.into_values().collect(),
+            version: 1,
+            loaded_at: std::time::SystemTime::now(),
         },
         docker,
         limits,
         tls,
+        admin,
     })
 }
 
