@@ -255,8 +255,8 @@ impl RateLimit {
             Decision::Limited { retry_after } => (0, retry_after),
         };
         headers.insert(RATELIMIT_LIMIT.clone(), self.limit_value.clone());
-        headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
-        headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(reset));
+        headers.insert(RATELIMIT_REMAINING.clone(), number(u64::from(remaining)));
+        headers.insert(RATELIMIT_RESET.clone(), number(reset));
     }
 
     /// Drops keys whose bucket is full again (they would start afresh
@@ -269,6 +269,24 @@ impl RateLimit {
                 self.full.store(false, Relaxed);
             }
         }
+    }
+}
+
+/// Numbers below this are written from a table (see [`number`]).
+const SMALL_NUMBERS: u64 = 1024;
+
+/// `n` as a field value. Below [`SMALL_NUMBERS`] from a table of static
+/// text made once per process: no allocation, and no reference count shared
+/// by the workers; above, formatted.
+fn number(n: u64) -> HeaderValue {
+    static TEXT: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        (0..SMALL_NUMBERS)
+            .map(|n| &*Box::leak(n.to_string().into_boxed_str()))
+            .collect()
+    });
+    match usize::try_from(n).ok().and_then(|i| TEXT.get(i)) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(n),
     }
 }
 
@@ -320,6 +338,13 @@ mod tests {
     }
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    #[test]
+    fn numbers_render_the_same_from_the_table_and_formatted() {
+        for n in [0, 7, 1023, 1024, 99_999] {
+            assert_eq!(number(n), HeaderValue::from(n));
+        }
+    }
 
     #[test]
     fn a_burst_passes_then_the_limit_refuses_with_a_retry_after() {
