@@ -176,23 +176,32 @@ rgate_wait_http_ok() {
   return 1
 }
 
-# Installs redis-server (Debian package) when missing, without letting the
-# package start the distribution's own service: only instances the tests
+# Installs Debian packages whose install would start a system service
+# (redis-server, prometheus) without letting it: only instances the tests
 # start themselves run, each on a port of their choosing.
-rgate_ensure_redis() {
-  if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
-    return 0
-  fi
+rgate_apt_install_no_services() {
   local policy=/usr/sbin/policy-rc.d own_policy=
   if [[ ! -e $policy ]]; then
     rgate_as_root sh -c "printf '#!/bin/sh\nexit 101\n' >$policy && chmod +x $policy"
     own_policy=1
   fi
-  rgate_apt_install redis-server
+  rgate_apt_install "$@"
   if [[ -n $own_policy ]]; then
     rgate_as_root rm -f "$policy"
   fi
+}
+
+rgate_ensure_redis() {
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    rgate_apt_install_no_services redis-server
+  fi
   command -v redis-server >/dev/null 2>&1 || rgate_die "redis-server is not installed"
+}
+
+# promtool (Debian package prometheus) checks the admin plane's /metrics.
+rgate_ensure_promtool() {
+  command -v promtool >/dev/null 2>&1 || rgate_apt_install_no_services prometheus
+  command -v promtool >/dev/null 2>&1 || rgate_die "promtool is not installed"
 }
 
 # Starts a throwaway redis-server on 127.0.0.1 on a free port (no

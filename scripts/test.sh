@@ -2,9 +2,10 @@
 # The project's test command: formatting, lints, build, example configs, the
 # whole test suite including the Docker end-to-end tests, then the demo as a
 # smoke test. On a fresh Debian 12 machine (root) it installs Docker,
-# busybox-static and redis-server, and starts dockerd and a throwaway Redis
-# itself. Exits non-zero on any failure; fails (never skips) when Docker or
-# Redis cannot be brought up.
+# busybox-static, redis-server and prometheus, and starts dockerd and a throwaway Redis
+# itself, and promtool (Debian's prometheus) for the metrics check. Exits
+# non-zero on any failure; fails (never skips) when Docker, Redis or
+# promtool cannot be brought up.
 #
 # Environment:
 #   RGATE_SKIP_DEMO=1      skip the final `scripts/demo.sh --once`
@@ -33,6 +34,9 @@ rgate_ensure_busybox
 step "Redis"
 rgate_ensure_redis
 rgate_start_redis
+
+step "promtool"
+rgate_ensure_promtool
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"
@@ -63,7 +67,7 @@ step "test image"
 scripts/build-test-image.sh --if-changed target/debug/rgate-upstream
 
 step "cargo nextest (with the Docker and Redis tests)"
-RGATE_DOCKER_TESTS=1 RGATE_REDIS_TESTS=1 cargo nextest run --workspace --run-ignored all --no-fail-fast
+RGATE_DOCKER_TESTS=1 RGATE_REDIS_TESTS=1 RGATE_PROMTOOL_TESTS=1 cargo nextest run --workspace --run-ignored all --no-fail-fast
 
 if [[ ${RGATE_SKIP_DEMO:-} != 1 ]]; then
   step "demo smoke test"

@@ -175,6 +175,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     let (reload, reload_requests) = mpsc::channel(4);
     // The admin plane answers until the workers are gone (it reports the drain).
     let (admin_stop, admin_stopped) = watch::channel(false);
+    let reloads = Arc::new(crate::observe::metrics::ReloadCounts::default());
     let admin_thread = match admin_listener {
         Some(listener) => Some(
             admin::spawn(
@@ -184,6 +185,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
                     stats,
                     reload: reload.clone(),
                     draining: shutdown,
+                    reloads: reloads.clone(),
                 },
                 admin_stopped,
             )
@@ -207,8 +209,14 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
                 }
             };
             runtime.block_on(async move {
-                let control =
-                    ControlPlane::start(config_path, snapshot, docker, limits, tls_enabled);
+                let control = ControlPlane::start(
+                    config_path,
+                    snapshot,
+                    docker,
+                    limits,
+                    tls_enabled,
+                    reloads,
+                );
                 let signals = if handle_signals {
                     Signals::register()
                 } else {

@@ -67,6 +67,7 @@ pub(crate) struct ControlPlane {
     health: Vec<JoinHandle<()>>,
     /// One key refresh per JWT provider.
     auth: Vec<JoinHandle<()>>,
+    reloads: Arc<crate::observe::metrics::ReloadCounts>,
 }
 
 impl ControlPlane {
@@ -78,6 +79,7 @@ impl ControlPlane {
         docker: DockerSettings,
         limits: Limits,
         tls: bool,
+        reloads: Arc<crate::observe::metrics::ReloadCounts>,
     ) -> Self {
         let backends = snapshot.load().backends.clone();
         let (discovery, discovery_task) = spawn_discovery(docker.clone(), backends.clone());
@@ -85,6 +87,7 @@ impl ControlPlane {
         let auth = spawn_key_refresh(&snapshot.load());
         Self {
             auth,
+            reloads,
             config_path,
             snapshot,
             docker,
@@ -150,6 +153,11 @@ impl ControlPlane {
 
     fn reload_logged(&mut self, trigger: &str) -> Result<ReloadReport, ReloadError> {
         let result = self.reload();
+        let counter = match &result {
+            Ok(_) => &self.reloads.applied,
+            Err(_) => &self.reloads.refused,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &result {
             Ok(report) => info!(
                 trigger,

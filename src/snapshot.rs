@@ -75,6 +75,7 @@ impl Snapshot {
             let Some(old) = old.get(&*route.id) else {
                 continue;
             };
+            route.metrics = old.metrics.clone();
             if old.retry.budget.ratio_milli() == route.retry.budget.ratio_milli() {
                 route.retry.budget = old.retry.budget.clone();
             }

@@ -222,3 +222,157 @@ async fn readiness_waits_for_docker_and_reports_the_drain() {
     // Gone with the gateway.
     assert!(tokio::net::TcpStream::connect(admin).await.is_err());
 }
+
+/// `promtool check metrics` on `text`; `None` (skipped) when promtool is
+/// missing and `RGATE_PROMTOOL_TESTS` is not `1`.
+fn promtool_check(text: &str) -> Option<(bool, String)> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let required = std::env::var("RGATE_PROMTOOL_TESTS").is_ok_and(|v| v == "1");
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => {
+            assert!(
+                !required,
+                "RGATE_PROMTOOL_TESTS=1 but promtool cannot run: {error}"
+            );
+            eprintln!("skipped the promtool check: {error}; set RGATE_PROMTOOL_TESTS=1 to make this a failure");
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status.success(), said))
+}
+
+/// The value of the sample `series` (name and labels exactly as written).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_traffic_refusals_endpoints_and_reloads_and_pass_promtool() {
+    let up = named_upstream("a", |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "an HMAC secret of at least thirty-two bytes";
+    std::fs::write(dir.path().join("secret"), secret).unwrap();
+    let path = dir.path().join("rgate.yml");
+    write(
+        &path,
+        &format!(
+            "jwt:\n  - {{name: hs, issuer: https://issuer.test, secret_file: secret}}\n\
+             routes:\n  - {{name: open, path_prefix: /open, backend: a, rate_limit: {{requests: 2, per: 1m, key: route}}}}\n\
+             \x20 - {{name: closed, path_prefix: /closed, backend: a, auth: {{provider: hs}}}}\n\
+             backends:\n  - {{name: a, servers: [\"{}\"]}}\n",
+            up.addr()
+        ),
+    );
+    let gw = TestGateway::start_file_with_admin(&path);
+    let admin = gw.admin();
+    for _ in 0..3 {
+        fetch(gw.addr, "/open/x").await; // 200, 200, 429
+    }
+    fetch(gw.addr, "/closed/x").await; // 401 missing
+    let mut client = Client::connect(gw.addr).await;
+    let request = http::Request::get("/closed/x")
+        .header("host", "gateway.test")
+        .header("authorization", "Bearer not.a.token")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    read(client.send(request).await).await; // 401 malformed
+    let (status, _, _) = post(admin, "/config/reload").await;
+    assert_eq!(status, 200);
+
+    let (status, headers, body) = fetch(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let series = |name: &str| sample(&text, name);
+    assert_eq!(
+        series(r#"rgate_requests_total{route="open",backend="a",code="2xx"}"#),
+        2.0
+    );
+    assert_eq!(
+        series(r#"rgate_requests_total{route="open",backend="a",code="4xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        series(r#"rgate_requests_total{route="closed",backend="a",code="4xx"}"#),
+        2.0
+    );
+    assert_eq!(series(r#"rgate_rate_limited_total{route="open"}"#), 1.0);
+    assert_eq!(
+        series(r#"rgate_auth_failures_total{route="closed",reason="missing"}"#),
+        1.0
+    );
+    assert_eq!(
+        series(r#"rgate_auth_failures_total{route="closed",reason="malformed"}"#),
+        1.0
+    );
+    assert_eq!(
+        series(r#"rgate_request_duration_seconds_count{route="open",backend="a"}"#),
+        3.0
+    );
+    assert_eq!(
+        series(r#"rgate_request_duration_seconds_bucket{le="+Inf",route="open",backend="a"}"#),
+        3.0
+    );
+    let endpoint = format!(r#"{{backend="a",endpoint="{}"}}"#, up.addr());
+    assert_eq!(series(&format!("rgate_endpoint_up{endpoint}")), 1.0);
+    assert_eq!(series(&format!("rgate_circuit_open{endpoint}")), 0.0);
+    assert_eq!(
+        series(r#"rgate_config_reloads_total{result="applied"}"#),
+        1.0
+    );
+    assert_eq!(series("rgate_config_version"), 2.0);
+    assert_eq!(series("rgate_requests_in_flight"), 0.0);
+    assert!(series("process_resident_memory_bytes") > 0.0);
+    assert!(series("process_open_fds") > 0.0);
+    // Bounded labels: no path or client data reaches a label.
+    assert!(!text.contains("/open/x") && !text.contains("not.a.token"));
+
+    if let Some((ok, said)) = promtool_check(&text) {
+        assert!(ok, "promtool check metrics:\n{said}\n{text}");
+    }
+
+    // Prometheus itself asks for OpenMetrics.
+    let mut client = Client::connect(admin).await;
+    let request = http::Request::get("/metrics")
+        .header("host", "admin.test")
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, headers, body) = read(client.send(request).await).await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(String::from_utf8_lossy(&body).ends_with("# EOF\n"));
+}

@@ -8,10 +8,12 @@
 //! | `GET /healthz` | 200 `{"status":"ok"}` while the process runs |
 //! | `GET /readyz` | 200 once every Docker backend has been listed; 503 with the reason before that and while draining |
 //! | `GET /stats` | the main port's `/stats` document |
+//! | `GET /metrics` | Prometheus metrics: OpenMetrics when asked for, else the classic text format |
 //! | `GET /routes` | the route table in precedence order, with the config version |
 //! | `GET /backends` | every backend, its endpoints and their state |
 //! | `POST /config/reload` | 200 with the new version, or 400 with every problem (the old config keeps serving) |
 
+pub mod scrape;
 pub mod views;
 
 use std::convert::Infallible;
@@ -33,8 +35,10 @@ use tracing::{info, warn};
 
 use self::views::{BackendsView, RoutesView};
 use crate::control::{ReloadError, ReloadRequest};
+use crate::observe::metrics::ReloadCounts;
 use crate::observe::stats::Stats;
 use crate::snapshot::SnapshotHandle;
+use prometheus_client::registry::Registry;
 
 /// The default admin address: loopback only.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -48,6 +52,7 @@ pub(crate) struct AdminState {
     pub(crate) reload: mpsc::Sender<ReloadRequest>,
     /// True once the workers drain.
     pub(crate) draining: watch::Receiver<bool>,
+    pub(crate) reloads: Arc<ReloadCounts>,
 }
 
 /// Serves the admin plane on `listener` in its own thread until `stop`.
@@ -81,7 +86,12 @@ pub(crate) fn spawn(
                 if let Ok(addr) = listener.local_addr() {
                     info!(%addr, "admin plane listening");
                 }
-                let state = Arc::new(state);
+                let registry = scrape::registry(
+                    state.snapshot.clone(),
+                    state.stats.clone(),
+                    state.reloads.clone(),
+                );
+                let state = Arc::new((state, registry));
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => {
@@ -90,7 +100,10 @@ pub(crate) fn spawn(
                             tokio::spawn(async move {
                                 let service = service_fn(move |request| {
                                     let state = state.clone();
-                                    async move { Ok::<_, Infallible>(state.handle(request).await) }
+                                    async move {
+                                        let (admin, registry) = &*state;
+                                        Ok::<_, Infallible>(admin.handle(request, registry).await)
+                                    }
                                 });
                                 let _ = hyper::server::conn::http1::Builder::new()
                                     .serve_connection(TokioIo::new(stream), service)
@@ -107,7 +120,7 @@ pub(crate) fn spawn(
 type Answer = Response<Full<Bytes>>;
 
 impl AdminState {
-    async fn handle(&self, request: Request<Incoming>) -> Answer {
+    async fn handle(&self, request: Request<Incoming>, registry: &Registry) -> Answer {
         let method = request.method().clone();
         let read = method == Method::GET || method == Method::HEAD;
         match (request.uri().path(), read, method == Method::POST) {
@@ -120,14 +133,29 @@ impl AdminState {
             ),
             ("/readyz", true, _) => self.readiness(),
             ("/stats", true, _) => json(StatusCode::OK, &self.stats.report()),
+            ("/metrics", true, _) => {
+                let openmetrics = request
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|accept| accept.to_str().ok())
+                    .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+                let (text, content_type) = scrape::encode(registry, openmetrics);
+                let mut answer = Response::new(Full::new(Bytes::from(text)));
+                answer
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                answer
+            }
             ("/routes", true, _) => json(StatusCode::OK, &RoutesView::new(&self.snapshot.load())),
             ("/backends", true, _) => {
                 json(StatusCode::OK, &BackendsView::new(&self.snapshot.load()))
             }
             ("/config/reload", _, true) => self.reload().await,
-            ("/healthz" | "/readyz" | "/stats" | "/routes" | "/backends", false, _) => {
-                refuse_method("GET, HEAD")
-            }
+            (
+                "/healthz" | "/readyz" | "/stats" | "/metrics" | "/routes" | "/backends",
+                false,
+                _,
+            ) => refuse_method("GET, HEAD"),
             ("/config/reload", _, false) => refuse_method("POST"),
             _ => json(StatusCode::NOT_FOUND, &ErrorBody { error: "not_found" }),
         }

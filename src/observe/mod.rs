@@ -1,3 +1,4 @@
 //! Observability: what rgate reports about the traffic it carries.
 
+pub mod metrics;
 pub mod stats;

@@ -124,6 +124,11 @@ impl Stats {
     }
 
     /// Merges every shard into the contract's report.
+    /// Requests in flight over all workers.
+    pub fn in_flight(&self) -> u64 {
+        self.shards.iter().map(|shard| shard.in_flight()).sum()
+    }
+
     pub fn report(&self) -> StatsReport {
         let mut merged = new_histogram();
         let (mut success, mut error, mut total_micros) = (0u64, 0u64, 0u64);

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use http::StatusCode;
 
+use crate::observe::metrics::RouteMetrics;
 use crate::observe::stats::StatsShard;
 
 /// Collects the request's route, endpoint, tries and outcome. Its drop
@@ -20,6 +21,8 @@ pub struct RequestCtx<'a> {
     pub status: Option<StatusCode>,
     /// Index of the route in the snapshot's precedence-ordered table.
     pub route: Option<usize>,
+    /// The matched route's counters.
+    pub metrics: Option<&'a RouteMetrics>,
     /// The endpoint of the last try.
     pub endpoint: Option<SocketAddr>,
     /// Tries sent to an endpoint (retries included).
@@ -36,6 +39,7 @@ impl<'a> RequestCtx<'a> {
             start: Instant::now(),
             status: None,
             route: None,
+            metrics: None,
             endpoint: None,
             attempts: 0,
             error: None,
@@ -45,7 +49,11 @@ impl<'a> RequestCtx<'a> {
 
 impl Drop for RequestCtx<'_> {
     fn drop(&mut self) {
-        self.shard.record(self.status, self.start.elapsed());
+        let elapsed = self.start.elapsed();
+        self.shard.record(self.status, elapsed);
+        if let (Some(metrics), Some(status)) = (self.metrics, self.status) {
+            metrics.record(status.as_u16(), elapsed);
+        }
         self.shard.leave();
     }
 }

@@ -97,9 +97,10 @@ impl Gateway {
         if path == RESERVED_PATH && checked.is_ok() {
             return gateway.stats_response(request.method());
         }
-        let mut rctx = RequestCtx::start(&ctx.shard);
-        // Exactly one load: the request keeps this snapshot to the end.
+        // Exactly one load: the request keeps this snapshot to the end (and
+        // past its context, which borrows the route's counters from it).
         let snapshot = gateway.snapshot.load_full();
+        let mut rctx = RequestCtx::start(&ctx.shard);
         let response = 'respond: {
             if let Err(bad) = checked {
                 break 'respond GatewayError::from(bad).into_response();
@@ -126,6 +127,7 @@ impl Gateway {
                 break 'respond response::default_response(&snapshot.default_response);
             };
             rctx.route = Some(index);
+            rctx.metrics = Some(&route.metrics);
             let policy = route.policy.as_deref();
             // A preflight is answered here, never forwarded.
             if let (
@@ -173,10 +175,11 @@ impl Gateway {
                     match auth.check(request.headers()).await {
                         Ok(token) => verified = token,
                         Err(failure) => {
+                            route.metrics.auth_failure(failure.reason());
                             break 'forwarded Err(GatewayError::Auth {
                                 route: route.name.clone(),
                                 failure,
-                            })
+                            });
                         }
                     }
                     // Before anything reads them: only verified claims.
@@ -203,6 +206,7 @@ impl Gateway {
                     };
                     limited = Some(decision);
                     if let Decision::Limited { retry_after } = decision {
+                        route.metrics.rate_limited();
                         break 'forwarded Err(GatewayError::RateLimited {
                             route: route.name.clone(),
                             retry_after,

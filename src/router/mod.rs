@@ -84,6 +84,9 @@ pub struct Route {
     pub rewrite: Option<PrefixRewrite>,
     /// CORS and header rules; `None` (one pointer test) when the route has none.
     pub policy: Option<Box<EdgePolicy>>,
+    /// The route's counters; shared with the route of the same id in the
+    /// next snapshot, so they only grow.
+    pub metrics: Arc<crate::observe::metrics::RouteMetrics>,
 }
 
 /// What routing looks at in a request.

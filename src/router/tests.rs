@@ -22,6 +22,7 @@ fn route(index: usize, prefix: &str) -> Route {
         max_body: None,
         rewrite: None,
         policy: None,
+        metrics: Arc::default(),
     }
 }
 

@@ -174,6 +174,7 @@ impl Worker {
     }
 
     async fn run(mut self) -> io::Result<DrainReport> {
+        crate::observe::metrics::set_worker(self.index);
         let listener = TcpListener::from_std(self.listener)?;
         let (redirect, https_port) = match self.redirect {
             Some(redirect) => (

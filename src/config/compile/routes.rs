@@ -179,6 +179,7 @@ pub(super) fn compile_routes(
             max_body: max_body.map(|size| size.as_u64()),
             rewrite,
             policy: policy.boxed(),
+            metrics: Arc::default(),
         });
     }
     compiled

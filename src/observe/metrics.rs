@@ -1,0 +1,255 @@
+//! Prometheus metrics: what the request path records, and the scrape.
+//!
+//! Recording is per worker: each route keeps one cache-line-aligned slot of
+//! plain atomic counters per worker, written only by that worker, so no
+//! request touches a line another core writes. A scrape (`GET /metrics` on
+//! the admin plane) sums the slots and reads the rest of the state (endpoint
+//! health, breakers, process figures) as it is at that moment. Label sets
+//! are bounded by the config: route and backend names, status classes,
+//! auth failure reasons, and endpoint addresses of live endpoints only;
+//! never paths or client data.
+//!
+//! Every metric name is in this module.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// `rgate_requests_total{route,backend,code}`, code = status class.
+pub const REQUESTS: &str = "rgate_requests";
+/// `rgate_request_duration_seconds{route,backend}`.
+pub const REQUEST_DURATION: &str = "rgate_request_duration_seconds";
+pub const REQUESTS_IN_FLIGHT: &str = "rgate_requests_in_flight";
+/// `rgate_rate_limited_total{route}`.
+pub const RATE_LIMITED: &str = "rgate_rate_limited";
+/// `rgate_auth_failures_total{route,reason}`.
+pub const AUTH_FAILURES: &str = "rgate_auth_failures";
+/// `rgate_endpoint_up{backend,endpoint}`: healthy and not ejected.
+pub const ENDPOINT_UP: &str = "rgate_endpoint_up";
+/// `rgate_circuit_open{backend,endpoint}`: 1 while the breaker is open.
+pub const CIRCUIT_OPEN: &str = "rgate_circuit_open";
+/// `rgate_endpoint_requests_in_flight{backend,endpoint}`.
+pub const ENDPOINT_IN_FLIGHT: &str = "rgate_endpoint_requests_in_flight";
+/// `rgate_config_reloads_total{result}`.
+pub const CONFIG_RELOADS: &str = "rgate_config_reloads";
+pub const CONFIG_VERSION: &str = "rgate_config_version";
+pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
+pub const PROCESS_FDS: &str = "process_open_fds";
+pub const PROCESS_CPU: &str = "process_cpu_seconds";
+
+/// Upper bounds of the duration histogram, in seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// The status classes counted, `1xx` to `5xx`.
+pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Auth failure reasons, as `auth::Failure::reason` names them.
+pub const AUTH_REASONS: [&str; 13] = [
+    "missing",
+    "too_large",
+    "malformed",
+    "algorithm",
+    "no_key",
+    "unknown_kid",
+    "expired",
+    "not_yet_valid",
+    "issuer",
+    "signature",
+    "missing_claim",
+    "audience",
+    "keys_unavailable",
+];
+
+/// One worker's counters for one route.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct RouteSlot {
+    by_class: [AtomicU64; 5],
+    /// Per bucket (not cumulative); the last counts what is over every bound.
+    buckets: [AtomicU64; 15],
+    duration_us: AtomicU64,
+    rate_limited: AtomicU64,
+    auth_failures: [AtomicU64; 13],
+}
+
+/// A route's counters, one slot per worker. Kept across reloads by route id,
+/// so counters only ever grow.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    slots: Box<[RouteSlot]>,
+}
+
+impl Default for RouteMetrics {
+    fn default() -> Self {
+        Self {
+            slots: (0..slots()).map(|_| RouteSlot::default()).collect(),
+        }
+    }
+}
+
+/// A route's sums over workers, at one scrape.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RouteTotals {
+    pub by_class: [u64; 5],
+    /// Cumulative, as Prometheus buckets are; the last is `+Inf`.
+    pub buckets: [u64; 15],
+    pub duration_seconds: f64,
+    pub rate_limited: u64,
+    pub auth_failures: [u64; 13],
+}
+
+impl RouteMetrics {
+    fn slot(&self) -> &RouteSlot {
+        &self.slots[worker() % self.slots.len()]
+    }
+
+    /// Counts one answered request (a status of 0 or over 599 is not counted).
+    pub fn record(&self, status: u16, latency: Duration) {
+        let slot = self.slot();
+        if let Some(class) = (status / 100).checked_sub(1).filter(|c| *c < 5) {
+            slot.by_class[usize::from(class)].fetch_add(1, Relaxed);
+        }
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(14);
+        slot.buckets[bucket].fetch_add(1, Relaxed);
+        slot.duration_us.fetch_add(us, Relaxed);
+    }
+
+    pub fn rate_limited(&self) {
+        self.slot().rate_limited.fetch_add(1, Relaxed);
+    }
+
+    pub fn auth_failure(&self, reason: &str) {
+        if let Some(i) = AUTH_REASONS.iter().position(|r| *r == reason) {
+            self.slot().auth_failures[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The sums over every worker's slot.
+    pub fn totals(&self) -> RouteTotals {
+        let mut totals = RouteTotals::default();
+        for slot in &*self.slots {
+            for (sum, count) in totals.by_class.iter_mut().zip(&slot.by_class) {
+                *sum += count.load(Relaxed);
+            }
+            for (sum, count) in totals.buckets.iter_mut().zip(&slot.buckets) {
+                *sum += count.load(Relaxed);
+            }
+            totals.duration_seconds += slot.duration_us.load(Relaxed) as f64 / 1e6;
+            totals.rate_limited += slot.rate_limited.load(Relaxed);
+            for (sum, count) in totals.auth_failures.iter_mut().zip(&slot.auth_failures) {
+                *sum += count.load(Relaxed);
+            }
+        }
+        let mut running = 0;
+        for bucket in &mut totals.buckets {
+            running += *bucket;
+            *bucket = running;
+        }
+        totals
+    }
+}
+
+/// Slots per route: one per core, at most 64 (more workers share slots,
+/// which stays correct, only no longer free of sharing).
+fn slots() -> usize {
+    static SLOTS: OnceLock<usize> = OnceLock::new();
+    *SLOTS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .clamp(1, 64)
+    })
+}
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as worker `index` (its metrics slot).
+pub fn set_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
+}
+
+fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// Config reloads by result, for `rgate_config_reloads_total`.
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    pub applied: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// This process's resident memory, open descriptors and CPU seconds, from
+/// `/proc/self` (`None` where it cannot be read).
+pub fn process() -> (Option<u64>, Option<u64>, Option<f64>) {
+    // Linux reports /proc times in USER_HZ, fixed at 100 for user space.
+    const USER_HZ: f64 = 100.0;
+    const PAGE: u64 = 4096;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * PAGE);
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|dir| dir.count() as u64);
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces) in parentheses.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / USER_HZ)
+        });
+    (rss, fds, cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_buckets_and_sums_add_up_over_workers() {
+        let metrics = RouteMetrics::default();
+        metrics.record(200, Duration::from_micros(300));
+        metrics.record(204, Duration::from_millis(3));
+        set_worker(1);
+        metrics.record(503, Duration::from_secs(30));
+        metrics.rate_limited();
+        metrics.auth_failure("expired");
+        metrics.auth_failure("not a reason");
+        set_worker(0);
+        let totals = metrics.totals();
+        assert_eq!(totals.by_class, [0, 2, 0, 0, 1]);
+        // Cumulative: ≤0.5 ms holds 300 µs, ≤5 ms adds 3 ms, +Inf the 30 s.
+        assert_eq!(totals.buckets[0], 1);
+        assert_eq!(totals.buckets[3], 2);
+        assert_eq!(totals.buckets[13], 2);
+        assert_eq!(totals.buckets[14], 3);
+        assert!((totals.duration_seconds - 30.0033).abs() < 1e-6);
+        assert_eq!(totals.rate_limited, 1);
+        assert_eq!(totals.auth_failures[6], 1);
+        assert_eq!(totals.auth_failures.iter().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn process_figures_are_read() {
+        let (rss, fds, cpu) = process();
+        assert!(rss.unwrap() > 0);
+        assert!(fds.unwrap() > 0);
+        assert!(cpu.unwrap() >= 0.0);
+    }
+}
