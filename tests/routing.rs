@@ -404,3 +404,58 @@ async fn http2_requests_route_by_their_authority() {
         assert_eq!(json(&body)["query"], "y=1");
     }
 }
+
+#[tokio::test]
+async fn the_upstream_gets_a_traceparent_continuing_the_clients_trace_or_a_new_one() {
+    let up = named_upstream("a", |_| {}).await;
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - {{path_prefix: /, backend: a}}\nbackends:\n  - {{name: a, servers: [\"{}\"]}}\n",
+        up.addr()
+    ));
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let seen = |body: &bytes::Bytes| json(body)["headers"].clone();
+    let mut client = Client::connect(gw.addr).await;
+    let request = http::Request::get("/x")
+        .header("host", "gateway.test")
+        .header("traceparent", incoming)
+        .header("tracestate", "vendor=abc")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (_, _, body) = read(client.send(request).await).await;
+    let headers = seen(&body);
+    let sent = headers["traceparent"].as_str().unwrap();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{sent}"
+    );
+    assert_ne!(
+        &sent[36..52],
+        "00f067aa0ba902b7",
+        "rgate's own span is the parent"
+    );
+    assert!(sent.ends_with("-01"));
+    assert_eq!(headers["tracestate"], "vendor=abc", "passed through");
+
+    // Invalid (upper-case hex): a new trace, and the old state dropped.
+    let request = http::Request::get("/x")
+        .header("host", "gateway.test")
+        .header("traceparent", incoming.to_uppercase())
+        .header("tracestate", "vendor=abc")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (_, _, body) = read(client.send(request).await).await;
+    let headers = seen(&body);
+    let sent = headers["traceparent"].as_str().unwrap();
+    assert_eq!(sent.len(), 55);
+    assert!(!sent.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert!(headers.get("tracestate").is_none());
+
+    // None at all: a new trace each time.
+    let (_, _, first) = fetch(gw.addr, "/x").await;
+    let (_, _, second) = fetch(gw.addr, "/x").await;
+    let (a, b) = (
+        seen(&first)["traceparent"].clone(),
+        seen(&second)["traceparent"].clone(),
+    );
+    assert_ne!(a.as_str().unwrap()[3..35], b.as_str().unwrap()[3..35]);
+}

@@ -134,6 +134,7 @@ pub(super) struct Forwarding<'a> {
     pub(super) client: &'a ClientAddr,
     pub(super) identity: ClientIdentity,
     pub(super) request_id: HeaderValue,
+    pub(super) trace: super::trace::TraceParent,
     pub(super) normalized_path: Option<&'a str>,
 }
 
@@ -153,6 +154,7 @@ pub(super) async fn forward(
         client,
         identity,
         request_id,
+        trace,
         normalized_path,
     } = forwarding;
     // One deadline for the response head, across every attempt.
@@ -195,6 +197,7 @@ pub(super) async fn forward(
             .as_ref()
             .map(|_| PrefixRewrite::forwarded_prefix(&route.prefix)),
         request_id: &request_id,
+        trace: &trace,
     };
 
     let policy = &route.retry;

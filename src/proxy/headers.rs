@@ -131,6 +131,8 @@ pub(crate) struct Forwarded<'a> {
     /// The prefix the client saw, when the upstream sees another path.
     pub(crate) prefix: Option<&'a str>,
     pub(crate) request_id: &'a HeaderValue,
+    /// `traceparent` for the upstream (W3C Trace Context).
+    pub(crate) trace: &'a super::trace::TraceParent,
 }
 
 impl Forwarded<'_> {
@@ -141,6 +143,7 @@ impl Forwarded<'_> {
             || name == X_FORWARDED_HOST
             || name == X_FORWARDED_PREFIX
             || name == X_REQUEST_ID
+            || name == super::trace::TRACEPARENT
     }
 
     /// Appends the fields in HTTP/1.1 form; `headers` are the client's.
@@ -175,6 +178,8 @@ impl Forwarded<'_> {
         }
         out.extend_from_slice(b"\r\nx-request-id: ");
         out.extend_from_slice(self.request_id.as_bytes());
+        out.extend_from_slice(b"\r\ntraceparent: ");
+        out.extend_from_slice(self.trace.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
 }
@@ -333,6 +338,7 @@ mod tests {
             host,
             prefix: None,
             request_id: &id,
+            trace: &crate::proxy::trace::TEST_TRACE,
         }
         .write(headers, &mut out);
         String::from_utf8(out).unwrap()
@@ -344,7 +350,7 @@ mod tests {
         assert_eq!(
             forwarded(&HeaderMap::new(), Scheme::Http, Some(&host), false),
             "x-forwarded-for: 127.0.0.9\r\nx-forwarded-proto: http\r\n\
-             x-forwarded-host: example.com\r\nx-request-id: id-1\r\n"
+             x-forwarded-host: example.com\r\nx-request-id: id-1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
         );
         let mut headers = HeaderMap::new();
         headers.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
@@ -353,13 +359,13 @@ mod tests {
         assert_eq!(
             forwarded(&headers, Scheme::Https, None, true),
             "x-forwarded-for: 203.0.113.7, 198.51.100.1, 127.0.0.9\r\n\
-             x-forwarded-proto: https\r\nx-forwarded-prefix: /p\r\nx-request-id: id-1\r\n"
+             x-forwarded-proto: https\r\nx-forwarded-prefix: /p\r\nx-request-id: id-1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
         );
         // From a peer that is not a trusted proxy, the claims are replaced.
         assert_eq!(
             forwarded(&headers, Scheme::Https, None, false),
             "x-forwarded-for: 127.0.0.9\r\n\
-             x-forwarded-proto: https\r\nx-request-id: id-1\r\n"
+             x-forwarded-proto: https\r\nx-request-id: id-1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
         );
         for name in [
             "x-forwarded-for",
@@ -367,6 +373,7 @@ mod tests {
             "x-forwarded-host",
             "x-forwarded-prefix",
             "x-request-id",
+            "traceparent",
         ] {
             assert!(
                 Forwarded::replaces(&HeaderName::from_static(name)),

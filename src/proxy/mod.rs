@@ -21,6 +21,7 @@ mod context;
 mod forward;
 pub(crate) mod headers;
 pub mod inbound;
+mod trace;
 pub mod tunnel;
 pub mod upstream;
 pub mod validate;
@@ -166,6 +167,8 @@ impl Gateway {
             // moves on to forwarding (a generated id's first clone allocates).
             let answer_id = policy.map(|_| request_id.clone());
             let mut limited = None;
+            // Set when the request is forwarded; for the log of a failure.
+            let mut traced = None;
             let result = 'forwarded: {
                 // Auth, then the limit: before the backend's breaker and
                 // bulkhead, so a refused request takes no slot and no
@@ -217,12 +220,19 @@ impl Gateway {
                 if let (Some(rules), Some(id)) = (rules, &answer_id) {
                     rules.apply(request.headers_mut(), &vars(id));
                 }
+                let parent = trace::TraceParent::for_request(request.headers());
+                if !parent.continued {
+                    // The state of a trace that is not continued.
+                    request.headers_mut().remove(&trace::TRACESTATE);
+                }
+                traced = Some(parent);
                 let forwarding = forward::Forwarding {
                     route,
                     backend: &snapshot.backends[route.backend],
                     client: &ctx.client,
                     identity,
                     request_id,
+                    trace: parent,
                     normalized_path: normalized.as_deref(),
                 };
                 forward::forward(forwarding, request, &mut rctx).await
@@ -231,6 +241,7 @@ impl Gateway {
                 rctx.error = Some(error.code());
                 debug!(
                     route = %route.name,
+                    trace_id = traced.as_ref().map_or("", trace::TraceParent::trace_id),
                     endpoint = ?rctx.endpoint,
                     attempts = rctx.attempts,
                     %error,

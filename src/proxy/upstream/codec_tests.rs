@@ -35,6 +35,7 @@ fn request_head_has_rgates_forwarding_and_framing_fields_only() {
         host: None,
         prefix: None,
         request_id: &id,
+        trace: &crate::proxy::trace::TEST_TRACE,
     };
     let mut out = Vec::new();
     encode_request_head(&parts, &forwarded, RequestFraming::Length(12), &mut out);
@@ -42,18 +43,18 @@ fn request_head_has_rgates_forwarding_and_framing_fields_only() {
         String::from_utf8(out).unwrap(),
         "POST /a/b?q=1 HTTP/1.1\r\nhost: x\r\naccept: */*\r\n\
          x-forwarded-for: 192.0.2.1, 127.0.0.2\r\nx-forwarded-proto: http\r\n\
-         x-request-id: id-9\r\ncontent-length: 12\r\n\r\n"
+         x-request-id: id-9\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\ncontent-length: 12\r\n\r\n"
     );
     let mut out = Vec::new();
     encode_request_head(&parts, &forwarded, RequestFraming::Chunked, &mut out);
     assert!(String::from_utf8(out)
         .unwrap()
-        .ends_with("x-request-id: id-9\r\ntransfer-encoding: chunked\r\n\r\n"));
+        .ends_with("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\ntransfer-encoding: chunked\r\n\r\n"));
     let mut out = Vec::new();
     encode_request_head(&parts, &forwarded, RequestFraming::Empty, &mut out);
     assert!(String::from_utf8(out)
         .unwrap()
-        .ends_with("x-request-id: id-9\r\n\r\n"));
+        .ends_with("x-request-id: id-9\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n"));
     let mut out = Vec::new();
     crate::wire::chunked::encode_chunk_size(300, &mut out);
     assert_eq!(out, b"12C\r\n");
