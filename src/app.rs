@@ -15,6 +15,7 @@ use tracing::{error, info};
 use crate::admin;
 use crate::config::Config;
 use crate::control::{ControlPlane, ReloadError, ReloadReport, ReloadRequest, Signals};
+use crate::observe::access_log::AccessLog;
 use crate::observe::stats::Stats;
 use crate::proxy::Gateway;
 use crate::server::{self, ConnectionCount, DrainReport, RedirectListener, Worker};
@@ -74,6 +75,8 @@ pub enum StartError {
     RedirectPortClash { port: u16 },
     #[error("cannot start a thread: {0}")]
     Thread(#[source] io::Error),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[source] io::Error),
 }
 
 /// A running gateway.
@@ -95,6 +98,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
         limits,
         tls,
         admin,
+        access_log,
     } = config;
     let admin = match options.admin {
         AdminChoice::FromConfig => admin,
@@ -143,7 +147,14 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
 
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
     let stats = Stats::new(listeners.len());
-    let gateway = Arc::new(Gateway::new(snapshot.clone(), stats.clone()));
+    let access_log = access_log
+        .map(|settings| AccessLog::start(&settings).map_err(StartError::AccessLog))
+        .transpose()?;
+    let gateway = Arc::new(Gateway::new(
+        snapshot.clone(),
+        stats.clone(),
+        access_log.clone(),
+    ));
     // Running → control thread (stop requests); control thread → workers (drain).
     let (stop, mut stop_requested) = watch::channel(false);
     let (drain, shutdown) = watch::channel(false);
@@ -186,6 +197,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
                     reload: reload.clone(),
                     draining: shutdown,
                     reloads: reloads.clone(),
+                    access_log: access_log.clone(),
                 },
                 admin_stopped,
             )
@@ -216,6 +228,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
                     limits,
                     tls_enabled,
                     reloads,
+                    access_log,
                 );
                 let signals = if handle_signals {
                     Signals::register()

@@ -68,6 +68,7 @@ pub(crate) struct ControlPlane {
     /// One key refresh per JWT provider.
     auth: Vec<JoinHandle<()>>,
     reloads: Arc<crate::observe::metrics::ReloadCounts>,
+    access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
 }
 
 impl ControlPlane {
@@ -80,6 +81,7 @@ impl ControlPlane {
         limits: Limits,
         tls: bool,
         reloads: Arc<crate::observe::metrics::ReloadCounts>,
+        access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
     ) -> Self {
         let backends = snapshot.load().backends.clone();
         let (discovery, discovery_task) = spawn_discovery(docker.clone(), backends.clone());
@@ -88,6 +90,7 @@ impl ControlPlane {
         Self {
             auth,
             reloads,
+            access_log,
             config_path,
             snapshot,
             docker,
@@ -112,13 +115,14 @@ impl ControlPlane {
             .config_path
             .as_deref()
             .and_then(|path| watch_file(path, changed));
-        let (mut terminate, mut interrupt, mut hangup) = match signals {
+        let (mut terminate, mut interrupt, mut hangup, mut user1) = match signals {
             Some(Signals {
                 terminate,
                 interrupt,
                 hangup,
-            }) => (Some(terminate), Some(interrupt), Some(hangup)),
-            None => (None, None, None),
+                user1,
+            }) => (Some(terminate), Some(interrupt), Some(hangup), Some(user1)),
+            None => (None, None, None, None),
         };
         loop {
             tokio::select! {
@@ -130,6 +134,12 @@ impl ControlPlane {
                 Some(()) = recv_signal(&mut interrupt) => {
                     info!("SIGINT received; draining");
                     break;
+                }
+                Some(()) = recv_signal(&mut user1) => {
+                    if let Some(log) = &self.access_log {
+                        info!("SIGUSR1 received; reopening the access log");
+                        log.reopen();
+                    }
                 }
                 Some(()) = recv_signal(&mut hangup) => {
                     // Logged inside; nobody else waits for the result.
@@ -182,14 +192,15 @@ impl ControlPlane {
             limits,
             tls,
             admin: _,
+            access_log: _,
         } = config::load(path).map_err(ReloadError::Invalid)?;
         let carried = snapshot.carry_over(&self.snapshot.load());
         // TLS settings have no equality (certificate files may change under
         // the same paths), so any reload with TLS on either side says so.
         if limits != self.limits || tls.is_some() || self.tls {
             warn!(
-                "`limits`, `tls` (certificates included) and `admin` are read at start \
-                 only; restart rgate to apply changes to them"
+                "`limits`, `tls` (certificates included), `admin` and `access_log` are \
+                 read at start only; restart rgate to apply changes to them"
             );
         }
         let report = ReloadReport {
@@ -301,6 +312,8 @@ pub(crate) struct Signals {
     terminate: Signal,
     interrupt: Signal,
     hangup: Signal,
+    /// Reopen the access log (logrotate).
+    user1: Signal,
 }
 
 impl Signals {
@@ -310,6 +323,7 @@ impl Signals {
                 terminate: signal(SignalKind::terminate())?,
                 interrupt: signal(SignalKind::interrupt())?,
                 hangup: signal(SignalKind::hangup())?,
+                user1: signal(SignalKind::user_defined1())?,
             })
         };
         match register() {

@@ -32,6 +32,8 @@ impl Gateway {
                 "127.0.0.1",
                 "--workers",
                 "2",
+                "--admin",
+                "off",
                 "--config",
             ])
             .arg(config)
@@ -259,5 +261,61 @@ fn a_50_mib_response_streams_through_in_bounded_memory() {
     assert!(
         growth_mib < (SIZE / 2 / 1024 / 1024) as u64,
         "rgate's peak memory grew by {growth_mib} MiB while streaming 50 MiB"
+    );
+}
+
+/// Waits (bounded) until `path` holds at least `n` lines; returns them.
+fn lines_of(path: &std::path::Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} lines, waited for {n}",
+            path.display(),
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sigusr1_reopens_the_access_log_for_logrotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let config = dir.path().join("rgate.yml");
+    std::fs::write(
+        &config,
+        "routes: []\ndefault_response: {body: hi, status_code: 200}\naccess_log: {path: access.log}\n",
+    )
+    .unwrap();
+    let gateway = Gateway::start(&config);
+    assert!(http_get(gateway.addr, "/one").ends_with("hi"));
+    let first: serde_json::Value = serde_json::from_str(&lines_of(&log, 1)[0]).unwrap();
+    assert_eq!(first["path"], "/one");
+    assert_eq!(first["status"], 200);
+
+    // logrotate moves the file; rgate keeps writing to it until told.
+    std::fs::rename(&log, &rotated).unwrap();
+    http_get(gateway.addr, "/two");
+    assert_eq!(lines_of(&rotated, 2).len(), 2);
+    gateway.signal("USR1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "SIGUSR1 did not reopen the log");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    http_get(gateway.addr, "/three");
+    let third: serde_json::Value = serde_json::from_str(&lines_of(&log, 1)[0]).unwrap();
+    assert_eq!(third["path"], "/three");
+    assert_eq!(
+        lines_of(&rotated, 2).len(),
+        2,
+        "nothing more in the rotated file"
     );
 }

@@ -50,6 +50,8 @@ impl Rgate {
                 &port.to_string(),
                 "--drain-timeout",
                 drain_timeout,
+                "--admin",
+                "off",
             ])
             .arg("--config")
             .arg(config)

@@ -194,7 +194,16 @@ fn sighup_reloads_the_running_binary() {
     let path = dir.path().join("rgate.yml");
     write(&path, "default_response: {status_code: 200}\n");
     let mut child = Command::new(env!("CARGO_BIN_EXE_rgate"))
-        .args(["--port", "0", "--bind", "127.0.0.1", "--workers", "1"])
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--workers",
+            "1",
+            "--admin",
+            "off",
+        ])
         .arg("--config")
         .arg(&path)
         .stderr(Stdio::piped())

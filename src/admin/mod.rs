@@ -53,6 +53,7 @@ pub(crate) struct AdminState {
     /// True once the workers drain.
     pub(crate) draining: watch::Receiver<bool>,
     pub(crate) reloads: Arc<ReloadCounts>,
+    pub(crate) access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
 }
 
 /// Serves the admin plane on `listener` in its own thread until `stop`.
@@ -90,6 +91,7 @@ pub(crate) fn spawn(
                     state.snapshot.clone(),
                     state.stats.clone(),
                     state.reloads.clone(),
+                    state.access_log.clone(),
                 );
                 let state = Arc::new((state, registry));
                 loop {

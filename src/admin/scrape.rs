@@ -12,6 +12,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::backend::endpoint::Endpoint;
+use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{self as names, ReloadCounts, AUTH_REASONS, BUCKETS, CLASSES};
 use crate::observe::stats::Stats;
 use crate::snapshot::SnapshotHandle;
@@ -28,6 +29,7 @@ struct Gateway {
     snapshot: Arc<SnapshotHandle>,
     stats: Stats,
     reloads: Arc<ReloadCounts>,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 /// A registry whose one collector reads the gateway.
@@ -35,12 +37,14 @@ pub fn registry(
     snapshot: Arc<SnapshotHandle>,
     stats: Stats,
     reloads: Arc<ReloadCounts>,
+    access_log: Option<Arc<AccessLog>>,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Gateway {
         snapshot,
         stats,
         reloads,
+        access_log,
     }));
     registry
 }
@@ -243,6 +247,15 @@ impl Collector for Gateway {
                 MetricType::Gauge,
             )?,
         )?;
+
+        if let Some(log) = &self.access_log {
+            ConstCounter::new(log.dropped()).encode(encoder.encode_descriptor(
+                names::ACCESS_LOG_DROPPED,
+                "Access log lines dropped because the writer was behind.",
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
 
         let (rss, fds, cpu) = names::process();
         if let Some(rss) = rss {

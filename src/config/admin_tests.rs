@@ -51,3 +51,50 @@ fn a_public_or_malformed_admin_address_is_refused() {
         "must be `off`",
     );
 }
+
+#[test]
+fn the_access_log_is_off_by_default_and_checked_when_on() {
+    use crate::observe::access_log::{Format, Target};
+    assert!(parse(BACKEND, Path::new("cfg.yml"))
+        .unwrap()
+        .access_log
+        .is_none());
+    let config = parse(
+        &format!("access_log: {{path: logs/access.log, format: common, buffer: 16}}\n{BACKEND}"),
+        Path::new("/etc/rgate/cfg.yml"),
+    )
+    .unwrap();
+    let log = config.access_log.unwrap();
+    assert_eq!(
+        log.target,
+        Target::File("/etc/rgate/logs/access.log".into())
+    );
+    assert_eq!(log.format, Format::Common);
+    assert_eq!(log.buffer, 16);
+    let stdout = parse(
+        &format!("access_log: {{path: stdout}}\n{BACKEND}"),
+        Path::new("cfg.yml"),
+    )
+    .unwrap()
+    .access_log
+    .unwrap();
+    assert_eq!(
+        (stdout.target, stdout.format),
+        (Target::Stdout, Format::Json)
+    );
+    refused(
+        &format!("access_log: {{path: stdout, format: xml}}\n{BACKEND}"),
+        "access_log.format",
+        "not one of json, common",
+    );
+    refused(
+        &format!("access_log: {{path: stdout, buffer: 0}}\n{BACKEND}"),
+        "access_log.buffer",
+        "at least 1",
+    );
+    refused(
+        &format!("access_log: {{path: \"\"}}\n{BACKEND}"),
+        "access_log.path",
+        "stdout",
+    );
+}

@@ -33,6 +33,20 @@ pub(crate) struct ConfigFile {
     pub(crate) rate_limit_store: Option<serde_yaml_ng::Value>,
     /// `off`, or an [`AdminFile`] (default: on, 127.0.0.1:9901).
     pub(crate) admin: Option<serde_yaml_ng::Value>,
+    /// One line per request (default off).
+    pub(crate) access_log: Option<AccessLogFile>,
+}
+
+/// The access log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccessLogFile {
+    /// `stdout`, or a file (appended to; reopened on SIGUSR1).
+    pub(crate) path: String,
+    /// `json` (default) or `common`.
+    pub(crate) format: Option<String>,
+    /// Lines waiting for the writer before new ones are dropped (default 8192).
+    pub(crate) buffer: Option<usize>,
 }
 
 /// The admin listener.

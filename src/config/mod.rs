@@ -27,6 +27,8 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// Where the admin plane listens (`None`: off); read at start.
     pub admin: Option<std::net::SocketAddr>,
+    /// The access log (`None`: off); read at start.
+    pub access_log: Option<crate::observe::access_log::Settings>,
 }
 
 /// Reads and compiles the config file at `path`.

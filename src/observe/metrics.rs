@@ -34,6 +34,8 @@ pub const ENDPOINT_IN_FLIGHT: &str = "rgate_endpoint_requests_in_flight";
 /// `rgate_config_reloads_total{result}`.
 pub const CONFIG_RELOADS: &str = "rgate_config_reloads";
 pub const CONFIG_VERSION: &str = "rgate_config_version";
+/// `rgate_access_log_dropped_total` (with the access log on).
+pub const ACCESS_LOG_DROPPED: &str = "rgate_access_log_dropped";
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
 pub const PROCESS_FDS: &str = "process_open_fds";
 pub const PROCESS_CPU: &str = "process_cpu_seconds";

@@ -1,4 +1,5 @@
 //! Observability: what rgate reports about the traffic it carries.
 
+pub mod access_log;
 pub mod metrics;
 pub mod stats;

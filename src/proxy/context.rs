@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use http::StatusCode;
 
+use crate::observe::access_log::{AccessLog, Entry};
 use crate::observe::metrics::RouteMetrics;
 use crate::observe::stats::StatsShard;
 
@@ -29,6 +30,8 @@ pub struct RequestCtx<'a> {
     pub attempts: u32,
     /// The stable code of rgate's own error answer, if it made one.
     pub error: Option<&'static str>,
+    /// The access log's line, filled as the request goes, when the log is on.
+    pub log: Option<(&'a AccessLog, Box<Entry>)>,
 }
 
 impl<'a> RequestCtx<'a> {
@@ -43,7 +46,13 @@ impl<'a> RequestCtx<'a> {
             endpoint: None,
             attempts: 0,
             error: None,
+            log: None,
         }
+    }
+
+    /// The access log line being filled, when the log is on.
+    pub(super) fn log_entry(&mut self) -> Option<&mut Entry> {
+        self.log.as_mut().map(|(_, entry)| &mut **entry)
     }
 }
 
@@ -53,6 +62,14 @@ impl Drop for RequestCtx<'_> {
         self.shard.record(self.status, elapsed);
         if let (Some(metrics), Some(status)) = (self.metrics, self.status) {
             metrics.record(status.as_u16(), elapsed);
+        }
+        if let Some((log, mut entry)) = self.log.take() {
+            entry.status = self.status.map(|s| s.as_u16());
+            entry.duration = elapsed;
+            entry.endpoint = self.endpoint;
+            entry.attempts = self.attempts;
+            entry.error = self.error;
+            log.log(*entry);
         }
         self.shard.leave();
     }

@@ -32,6 +32,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use tracing::debug;
 
 use crate::error::GatewayError;
+use crate::observe::access_log::{AccessLog, Entry};
 use crate::observe::stats::{Stats, StatsShard};
 use crate::path::normalize;
 use crate::policy::cors;
@@ -52,6 +53,8 @@ use self::inbound::ClientBody;
 pub struct Gateway {
     snapshot: Arc<SnapshotHandle>,
     stats: Stats,
+    /// Off (`None`) costs the request one pointer test.
+    access_log: Option<Arc<AccessLog>>,
 }
 
 /// Per-connection context: the gateway, the worker's stats shard, the peer
@@ -79,8 +82,16 @@ impl ConnectionContext {
 }
 
 impl Gateway {
-    pub fn new(snapshot: Arc<SnapshotHandle>, stats: Stats) -> Self {
-        Self { snapshot, stats }
+    pub fn new(
+        snapshot: Arc<SnapshotHandle>,
+        stats: Stats,
+        access_log: Option<Arc<AccessLog>>,
+    ) -> Self {
+        Self {
+            snapshot,
+            stats,
+            access_log,
+        }
     }
 
     /// Answers one client request. Never fails: every error is a response here.
@@ -102,6 +113,9 @@ impl Gateway {
         // past its context, which borrows the route's counters from it).
         let snapshot = gateway.snapshot.load_full();
         let mut rctx = RequestCtx::start(&ctx.shard);
+        if let Some(log) = gateway.access_log.as_deref() {
+            rctx.log = Some((log, Box::new(log_entry(ctx, &request))));
+        }
         let response = 'respond: {
             if let Err(bad) = checked {
                 break 'respond GatewayError::from(bad).into_response();
@@ -129,6 +143,10 @@ impl Gateway {
             };
             rctx.route = Some(index);
             rctx.metrics = Some(&route.metrics);
+            if let Some(entry) = rctx.log_entry() {
+                entry.route = Some(route.name.clone());
+                entry.backend = Some(snapshot.backends[route.backend].name.clone());
+            }
             let policy = route.policy.as_deref();
             // A preflight is answered here, never forwarded.
             if let (
@@ -226,6 +244,11 @@ impl Gateway {
                     request.headers_mut().remove(&trace::TRACESTATE);
                 }
                 traced = Some(parent);
+                if let Some(entry) = rctx.log_entry() {
+                    entry.client_ip = identity.ip;
+                    entry.request_id = Some(request_id.clone());
+                    entry.trace_id = parent.trace_id().as_bytes().try_into().ok();
+                }
                 let forwarding = forward::Forwarding {
                     route,
                     backend: &snapshot.backends[route.backend],
@@ -255,6 +278,9 @@ impl Gateway {
             response
         };
         rctx.status = Some(response.status());
+        if let Some(entry) = rctx.log_entry() {
+            entry.bytes_out = content_length(response.headers());
+        }
         response
     }
 
@@ -273,4 +299,42 @@ impl Gateway {
         let body = serde_json::to_vec(&self.stats.report()).unwrap_or_default();
         response::json(StatusCode::OK, body)
     }
+}
+
+/// The access log line of a request, as far as its head tells.
+fn log_entry(ctx: &ConnectionContext, request: &Request<ClientBody<'_>>) -> Entry {
+    Entry {
+        time: std::time::SystemTime::now(),
+        request_id: None,
+        trace_id: None,
+        client_ip: ctx.client.ip,
+        method: request.method().clone(),
+        host: request.headers().get(header::HOST).cloned().or_else(|| {
+            let authority = request.uri().authority()?;
+            http::HeaderValue::from_str(authority.as_str()).ok()
+        }),
+        path: request
+            .uri()
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .into(),
+        status: None,
+        bytes_in: content_length(request.headers()),
+        bytes_out: None,
+        duration: std::time::Duration::ZERO,
+        endpoint: None,
+        route: None,
+        backend: None,
+        attempts: 0,
+        error: None,
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }

@@ -550,6 +550,8 @@ impl Gateway {
                 "127.0.0.1",
                 "--log-level",
                 "info",
+                "--admin",
+                "off",
                 "--config",
             ])
             .arg(config.path())

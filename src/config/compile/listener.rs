@@ -224,3 +224,41 @@ pub(super) fn compile_admin(
     }
     Some(addr)
 }
+
+/// `access_log`: where and how (paths relative to the config file).
+pub(super) fn compile_access_log(
+    log: &crate::config::file::AccessLogFile,
+    base: &std::path::Path,
+    problems: &mut Problems<'_>,
+) -> Option<crate::observe::access_log::Settings> {
+    use crate::observe::access_log::{Format, Settings, Target, DEFAULT_BUFFER};
+    let before = problems.list.len();
+    let target = match log.path.trim() {
+        "" => {
+            problems.add("access_log.path", "must be `stdout` or a file");
+            Target::Stdout
+        }
+        "stdout" => Target::Stdout,
+        path => Target::File(base.join(path)),
+    };
+    let format = match log.format.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("common") => Format::Common,
+        Some(other) => {
+            problems.add(
+                "access_log.format",
+                format!("{other:?} is not one of json, common"),
+            );
+            Format::Json
+        }
+    };
+    let buffer = log.buffer.unwrap_or(DEFAULT_BUFFER);
+    if buffer == 0 {
+        problems.add("access_log.buffer", "must be at least 1");
+    }
+    (problems.list.len() == before).then_some(Settings {
+        target,
+        format,
+        buffer,
+    })
+}

@@ -65,6 +65,7 @@ pub(crate) fn compile(
         jwt: _,
         rate_limit_store,
         admin,
+        access_log,
     } = file;
     let mut problems = Problems {
         file: path,
@@ -110,6 +111,8 @@ pub(crate) fn compile(
     let limits = listener::compile_limits(limits.unwrap_or_default(), &mut problems);
     let tls = tls.and_then(|tls| listener::compile_tls(tls, base, &mut problems));
     let admin = listener::compile_admin(admin, &mut problems);
+    let access_log =
+        access_log.and_then(|log| listener::compile_access_log(&log, base, &mut problems));
 
     if !problems.list.is_empty() {
         return Err(problems.list);
@@ -128,6 +131,7 @@ pub(crate) fn compile(
         limits,
         tls,
         admin,
+        access_log,
     })
 }
 
