@@ -18,7 +18,6 @@ pub mod views;
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
 
@@ -39,10 +38,6 @@ use crate::observe::metrics::ReloadCounts;
 use crate::observe::stats::Stats;
 use crate::snapshot::SnapshotHandle;
 use prometheus_client::registry::Registry;
-
-/// The default admin address: loopback only.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
 
 /// What the admin plane reads and whom it asks.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ fn admin(value: &str) -> Option<std::net::SocketAddr> {
 #[test]
 fn the_admin_plane_is_on_by_default_on_loopback() {
     let config = parse(BACKEND, Path::new("cfg.yml")).unwrap();
-    assert_eq!(config.admin, Some(crate::admin::DEFAULT_LISTEN));
+    assert_eq!(config.admin, Some(crate::config::DEFAULT_ADMIN_LISTEN));
     assert_eq!(admin("off"), None);
     assert_eq!(
         admin("{listen: \"127.0.0.1:9911\"}"),

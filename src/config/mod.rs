@@ -31,6 +31,10 @@ pub struct Config {
     pub access_log: Option<crate::observe::access_log::Settings>,
 }
 
+/// The admin plane's address when the config says nothing: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
+
 /// Reads and compiles the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|err| {

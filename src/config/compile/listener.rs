@@ -182,7 +182,7 @@ pub(super) fn compile_admin(
     problems: &mut Problems<'_>,
 ) -> Option<std::net::SocketAddr> {
     let Some(admin) = admin else {
-        return Some(crate::admin::DEFAULT_LISTEN);
+        return Some(crate::config::DEFAULT_ADMIN_LISTEN);
     };
     if admin.as_str() == Some("off") || admin.as_bool() == Some(false) {
         return None;
@@ -202,7 +202,7 @@ pub(super) fn compile_admin(
         .as_deref()
         .map(str::parse::<std::net::SocketAddr>)
     {
-        None => crate::admin::DEFAULT_LISTEN,
+        None => crate::config::DEFAULT_ADMIN_LISTEN,
         Some(Ok(addr)) => addr,
         Some(Err(_)) => {
             problems.add(
