@@ -217,6 +217,7 @@ def main():
             "rgate-redis": "same route + rate limit in Redis (one round trip)",
             "rgate-breaker": "same route + circuit breaker + outlier ejection",
             "rgate-chain": "full chain: shaping + CORS + auth ES256 + limit (memory) + breaker",
+            "rgate-logged": "same route + access log (JSON lines to a file)",
         }
         L.append("")
         L.append("### Marginal cost (rgate, same traffic, one config change)")
