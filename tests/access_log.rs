@@ -93,6 +93,24 @@ async fn each_request_leaves_one_json_line_with_its_fields() {
     let nowhere = &log[2];
     assert_eq!(nowhere["status"], 404);
     assert_eq!(nowhere["route"], serde_json::Value::Null);
+
+    // Under concurrent load no line is lost: 4 clients × 100 requests.
+    let addr = gw.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                for _ in 0..100 {
+                    assert_eq!(client.get("/api/load").await.0, 200);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let log = lines(&dir.path().join("access.log"), 403);
+    assert_eq!(log.len(), 403);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Method};
 use serde::Serialize;
@@ -129,8 +129,9 @@ enum Output {
 impl Output {
     fn open(target: &Target) -> io::Result<Self> {
         Ok(match target {
-            Target::Stdout => Output::Stdout(BufWriter::new(io::stdout())),
-            Target::File(path) => Output::File(BufWriter::new(
+            Target::Stdout => Output::Stdout(BufWriter::with_capacity(WRITE_BUFFER, io::stdout())),
+            Target::File(path) => Output::File(BufWriter::with_capacity(
+                WRITE_BUFFER,
                 OpenOptions::new().create(true).append(true).open(path)?,
             )),
         })
@@ -152,12 +153,20 @@ struct Writer {
     reopen: Arc<AtomicBool>,
 }
 
+/// A quiet channel this long flushes what is written.
+const IDLE_FLUSH: Duration = Duration::from_millis(50);
+/// Under steady traffic, written lines reach the file at least this often
+/// (and whenever the buffer fills).
+const MAX_FLUSH_DELAY: Duration = Duration::from_secs(1);
+const WRITE_BUFFER: usize = 64 * 1024;
+
 impl Writer {
     fn run(mut self) {
         let mut line = Vec::with_capacity(512);
+        let mut unflushed = false;
+        let mut last_flush = Instant::now();
         loop {
-            // Wakes now and then to honour a reopen on a quiet log.
-            let entry = match self.receiver.recv_timeout(Duration::from_secs(1)) {
+            let entry = match self.receiver.recv_timeout(IDLE_FLUSH) {
                 Ok(entry) => Some(entry),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
@@ -174,15 +183,21 @@ impl Writer {
                     }
                 }
             }
-            let Some(entry) = entry else { continue };
-            line.clear();
-            format(&entry, self.format, &mut line);
-            if let Err(error) = self.output.writer().write_all(&line) {
-                warn!(%error, "access log: write failed");
+            let idle = entry.is_none();
+            if let Some(entry) = entry {
+                line.clear();
+                format(&entry, self.format, &mut line);
+                if let Err(error) = self.output.writer().write_all(&line) {
+                    warn!(%error, "access log: write failed");
+                }
+                unflushed = true;
             }
-            // Flush once the burst is written, not per line.
-            if self.receiver.try_iter().next().is_none() {
+            // One write per quiet moment or per second (or per full
+            // buffer), not one per line.
+            if unflushed && (idle || last_flush.elapsed() >= MAX_FLUSH_DELAY) {
                 let _ = self.output.writer().flush();
+                unflushed = false;
+                last_flush = Instant::now();
             }
         }
     }
@@ -190,7 +205,7 @@ impl Writer {
 
 #[derive(Serialize)]
 struct JsonLine<'a> {
-    time: String,
+    time: &'a str,
     request_id: Option<&'a str>,
     trace_id: Option<&'a str>,
     client_ip: IpAddr,
@@ -209,27 +224,19 @@ struct JsonLine<'a> {
 }
 
 fn format(entry: &Entry, format: Format, out: &mut Vec<u8>) {
-    let text = |value: &Option<HeaderValue>| {
-        value
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let host = text(&entry.host);
     match format {
         Format::Json => {
-            let request_id = text(&entry.request_id);
-            let trace_id = entry
-                .trace_id
-                .as_ref()
-                .and_then(|id| std::str::from_utf8(id).ok());
+            let mut time = [0u8; 24];
             let line = JsonLine {
-                time: rfc3339(entry.time),
-                request_id: request_id.as_deref(),
-                trace_id,
+                time: rfc3339(entry.time, &mut time),
+                request_id: text(entry.request_id.as_ref()),
+                trace_id: entry
+                    .trace_id
+                    .as_ref()
+                    .and_then(|id| std::str::from_utf8(id).ok()),
                 client_ip: entry.client_ip,
                 method: entry.method.as_str(),
-                host: host.as_deref(),
+                host: text(entry.host.as_ref()),
                 path: &entry.path,
                 status: entry.status,
                 bytes_in: entry.bytes_in,
@@ -244,42 +251,52 @@ fn format(entry: &Entry, format: Format, out: &mut Vec<u8>) {
             let _ = serde_json::to_writer(&mut *out, &line);
         }
         Format::Common => {
-            let status = entry
-                .status
-                .map_or_else(|| "-".to_owned(), |s| s.to_string());
-            let bytes = entry
-                .bytes_out
-                .map_or_else(|| "-".to_owned(), |b| b.to_string());
             let _ = write!(
                 out,
-                "{} - - [{}] \"{} {} HTTP/1.1\" {} {}",
+                "{} - - [{}] \"{} {} HTTP/1.1\" ",
                 entry.client_ip,
                 common_time(entry.time),
                 entry.method,
                 entry.path.escape_default(),
-                status,
-                bytes
             );
+            match entry.status {
+                Some(status) => {
+                    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes())
+                }
+                None => out.push(b'-'),
+            }
+            out.push(b' ');
+            match entry.bytes_out {
+                Some(bytes) => out.extend_from_slice(itoa::Buffer::new().format(bytes).as_bytes()),
+                None => out.push(b'-'),
+            }
         }
     }
     out.push(b'\n');
 }
 
-/// `2023-11-14T22:13:20.123Z`.
-fn rfc3339(time: SystemTime) -> String {
+fn text(value: Option<&HeaderValue>) -> Option<&str> {
+    value.and_then(|v| v.to_str().ok())
+}
+
+/// `2023-11-14T22:13:20.123Z`, written into `buf`.
+fn rfc3339(time: SystemTime, buf: &mut [u8; 24]) -> &str {
     let since = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = since.as_secs();
     let (year, month, day) = civil(secs / 86_400);
     let rest = secs % 86_400;
-    format!(
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(
+        cursor,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         rest / 3600,
         rest / 60 % 60,
         rest % 60,
         since.subsec_millis()
-    )
+    );
+    std::str::from_utf8(&buf[..]).unwrap_or("")
 }
 
 /// `14/Nov/2023:22:13:20 +0000`, the Common Log Format's time.
@@ -369,7 +386,7 @@ mod tests {
         assert_eq!(civil(19_723), (2024, 1, 1));
         assert_eq!(civil(19_782), (2024, 2, 29));
         let leap = SystemTime::UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
-        assert_eq!(rfc3339(leap), "2024-02-29T12:34:56.789Z");
+        assert_eq!(rfc3339(leap, &mut [0; 24]), "2024-02-29T12:34:56.789Z");
         assert_eq!(common_time(leap), "29/Feb/2024:12:34:56 +0000");
     }
 
