@@ -343,6 +343,15 @@ async fn metrics_count_traffic_refusals_endpoints_and_reloads_and_pass_promtool(
     let endpoint = format!(r#"{{backend="a",endpoint="{}"}}"#, up.addr());
     assert_eq!(series(&format!("rgate_endpoint_up{endpoint}")), 1.0);
     assert_eq!(series(&format!("rgate_circuit_open{endpoint}")), 0.0);
+    // Two requests reached the upstream (the 429 and the 401s did not).
+    assert_eq!(series(r#"rgate_upstream_requests_total{backend="a"}"#), 2.0);
+    let opened = series(r#"rgate_upstream_connections_opened_total{backend="a"}"#);
+    assert!((1.0..=2.0).contains(&opened), "{opened}");
+    assert_eq!(series(r#"rgate_retries_total{backend="a"}"#), 0.0);
+    assert_eq!(
+        series(r#"rgate_retry_budget_exhausted_total{backend="a"}"#),
+        0.0
+    );
     assert_eq!(
         series(r#"rgate_config_reloads_total{result="applied"}"#),
         1.0

@@ -13,9 +13,14 @@ use prometheus_client::registry::Registry;
 
 use crate::backend::endpoint::Endpoint;
 use crate::observe::access_log::AccessLog;
-use crate::observe::metrics::{self as names, ReloadCounts, AUTH_REASONS, BUCKETS, CLASSES};
+use crate::observe::metrics::{
+    self as names, BackendTotals, ReloadCounts, AUTH_REASONS, BUCKETS, CLASSES,
+};
 use crate::observe::stats::Stats;
 use crate::snapshot::SnapshotHandle;
+
+/// A per-backend counter: name, help, and which total it reports.
+type BackendCounter = (&'static str, &'static str, fn(&BackendTotals) -> u64);
 
 /// A per-endpoint gauge: name, help, and how to read it.
 type EndpointGauge = (&'static str, &'static str, fn(&Endpoint) -> i64);
@@ -175,6 +180,37 @@ impl Collector for Gateway {
                     let labels = [("route", &*route.name), ("reason", reason)];
                     ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
                 }
+            }
+        }
+
+        let backend_totals: Vec<_> = snapshot
+            .backends
+            .iter()
+            .map(|b| b.metrics.totals())
+            .collect();
+        let backend_counters: [BackendCounter; 4] = [
+            (
+                names::UPSTREAM_REQUESTS,
+                "Requests sent to the backend's endpoints, retries included.",
+                |t| t.requests,
+            ),
+            (
+                names::UPSTREAM_CONNECTIONS_OPENED,
+                "Upstream connections opened; the other requests reused pooled ones.",
+                |t| t.connections_opened,
+            ),
+            (names::RETRIES, "Retries sent.", |t| t.retries),
+            (
+                names::RETRY_BUDGET_EXHAUSTED,
+                "Retries the route's retry budget refused.",
+                |t| t.budget_exhausted,
+            ),
+        ];
+        for (name, help, value) in backend_counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (backend, totals) in snapshot.backends.iter().zip(&backend_totals) {
+                let labels = [("backend", &*backend.name)];
+                ConstCounter::new(value(totals)).encode(family.encode_family(&labels)?)?;
             }
         }
 

@@ -65,6 +65,8 @@ pub struct Backend {
     endpoints: Arc<ArcSwap<EndpointSet>>,
     /// Shared the same way: set once discovery has listed the containers.
     listed: Arc<std::sync::atomic::AtomicBool>,
+    /// Upstream requests, connections and retries, per worker; shared the same way.
+    pub metrics: Arc<crate::observe::metrics::BackendMetrics>,
 }
 
 impl Backend {
@@ -82,6 +84,7 @@ impl Backend {
             in_flight: AtomicU32::new(0),
             endpoints: Arc::new(ArcSwap::from_pointee(initial)),
             listed: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -156,6 +159,7 @@ impl Backend {
     pub fn adopt_endpoints(&mut self, previous: &Backend) {
         self.endpoints = previous.endpoints.clone();
         self.listed = previous.listed.clone();
+        self.metrics = previous.metrics.clone();
     }
 
     /// Discovery has listed this backend's containers at least once (always

@@ -34,6 +34,14 @@ pub const ENDPOINT_IN_FLIGHT: &str = "rgate_endpoint_requests_in_flight";
 /// `rgate_config_reloads_total{result}`.
 pub const CONFIG_RELOADS: &str = "rgate_config_reloads";
 pub const CONFIG_VERSION: &str = "rgate_config_version";
+/// `rgate_upstream_requests_total{backend}`: requests sent on a connection.
+pub const UPSTREAM_REQUESTS: &str = "rgate_upstream_requests";
+/// `rgate_upstream_connections_opened_total{backend}`: the rest were reused.
+pub const UPSTREAM_CONNECTIONS_OPENED: &str = "rgate_upstream_connections_opened";
+/// `rgate_retries_total{backend}`.
+pub const RETRIES: &str = "rgate_retries";
+/// `rgate_retry_budget_exhausted_total{backend}`: retries the budget refused.
+pub const RETRY_BUDGET_EXHAUSTED: &str = "rgate_retry_budget_exhausted";
 /// `rgate_access_log_dropped_total` (with the access log on).
 pub const ACCESS_LOG_DROPPED: &str = "rgate_access_log_dropped";
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
@@ -157,6 +165,75 @@ impl RouteMetrics {
         for bucket in &mut totals.buckets {
             running += *bucket;
             *bucket = running;
+        }
+        totals
+    }
+}
+
+/// One worker's counters for one backend.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct BackendSlot {
+    requests: AtomicU64,
+    connections_opened: AtomicU64,
+    retries: AtomicU64,
+    budget_exhausted: AtomicU64,
+}
+
+/// A backend's counters, one slot per worker; shared with the backend that
+/// continues it across a reload, as its endpoints are.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    slots: Box<[BackendSlot]>,
+}
+
+impl Default for BackendMetrics {
+    fn default() -> Self {
+        Self {
+            slots: (0..slots()).map(|_| BackendSlot::default()).collect(),
+        }
+    }
+}
+
+/// A backend's sums over workers: requests sent, connections opened,
+/// retries, retries refused by the budget.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BackendTotals {
+    pub requests: u64,
+    pub connections_opened: u64,
+    pub retries: u64,
+    pub budget_exhausted: u64,
+}
+
+impl BackendMetrics {
+    fn slot(&self) -> &BackendSlot {
+        &self.slots[worker() % self.slots.len()]
+    }
+
+    /// One request sent upstream, on a `fresh` connection or a pooled one.
+    pub fn sent(&self, fresh: bool) {
+        let slot = self.slot();
+        slot.requests.fetch_add(1, Relaxed);
+        if fresh {
+            slot.connections_opened.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn retried(&self) {
+        self.slot().retries.fetch_add(1, Relaxed);
+    }
+
+    pub fn budget_exhausted(&self) {
+        self.slot().budget_exhausted.fetch_add(1, Relaxed);
+    }
+
+    pub fn totals(&self) -> BackendTotals {
+        let mut totals = BackendTotals::default();
+        for slot in &*self.slots {
+            totals.requests += slot.requests.load(Relaxed);
+            totals.connections_opened += slot.connections_opened.load(Relaxed);
+            totals.retries += slot.retries.load(Relaxed);
+            totals.budget_exhausted += slot.budget_exhausted.load(Relaxed);
         }
         totals
     }

@@ -315,8 +315,12 @@ pub(super) async fn forward(
                 body = next;
                 endpoint = target;
                 tries += 1;
+                backend.metrics.retried();
             }
-            _ => {
+            (next, target) => {
+                if next.is_some() && target.is_some() {
+                    backend.metrics.budget_exhausted();
+                }
                 let result = match last {
                     Last::Answer(exchange) => {
                         let switched = upgrade
@@ -416,6 +420,7 @@ async fn attempt<'a>(
         }
     };
     let reused = connection.reused;
+    backend.metrics.sent(!reused);
     match connection.send(head, forwarded, body, deadline).await {
         Ok(response) => Ok(Exchange {
             response,
