@@ -63,6 +63,41 @@ fn container_needs_all_labels_to_get_traffic() {
         only_env.name,
         staging.name
     );
+
+    // "Why is my container not routed?": the admin plane says, per container,
+    // once the first listing (partial matches included) is complete.
+    let deadline = Instant::now() + SETTLE;
+    while gw.admin_json("/readyz")["status"] != "ready" {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let backends = gw.admin_json("/backends");
+    let pay = &backends["backends"][0];
+    assert_eq!(pay["endpoints"].as_array().unwrap().len(), 1, "{pay}");
+    let reasons: BTreeMap<String, String> = pay["excluded"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no excluded list: {pay}"))
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons.get(&only_app.name).map(String::as_str),
+        Some("missing label env=production"),
+        "{reasons:?}"
+    );
+    // Sharing only a later label makes it another service's container.
+    assert!(!reasons.contains_key(&only_env.name), "{reasons:?}");
+    assert_eq!(
+        reasons.get(&staging.name).map(String::as_str),
+        Some("label env=staging, wants env=production"),
+        "{reasons:?}"
+    );
+    assert!(!reasons.contains_key(&full.name));
 }
 
 #[test]

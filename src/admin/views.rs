@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::backend::{Backend, Source};
+use crate::backend::{Backend, Excluded, Source};
 use crate::path::rewrite::PrefixRewrite;
 use crate::router::{HostMatch, PathMatch, Route};
 use crate::snapshot::Snapshot;
@@ -128,6 +128,11 @@ pub struct BackendView<'a> {
     /// Discovery has listed the containers at least once.
     pub listed: bool,
     pub endpoints: Vec<EndpointView>,
+    /// Containers that are not routed to, and why: the first label but not
+    /// all the others (refreshed at each resync), not ready, or no usable
+    /// address.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<Excluded>,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,6 +177,7 @@ impl<'a> BackendView<'a> {
             source,
             match_labels,
             listed: backend.listed(),
+            excluded: backend.excluded(),
             endpoints: backend
                 .endpoints()
                 .endpoints()

@@ -67,6 +67,17 @@ pub struct Backend {
     listed: Arc<std::sync::atomic::AtomicBool>,
     /// Upstream requests, connections and retries, per worker; shared the same way.
     pub metrics: Arc<crate::observe::metrics::BackendMetrics>,
+    /// Containers discovery saw but keeps out, with why; shared the same
+    /// way. Written by discovery, read by the admin plane, never by requests.
+    excluded: Arc<std::sync::Mutex<Vec<Excluded>>>,
+}
+
+/// A container that is not routed to, and why ("why is my container not routed?").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Excluded {
+    pub id: String,
+    pub name: String,
+    pub reason: String,
 }
 
 impl Backend {
@@ -85,6 +96,7 @@ impl Backend {
             endpoints: Arc::new(ArcSwap::from_pointee(initial)),
             listed: Arc::default(),
             metrics: Arc::default(),
+            excluded: Arc::default(),
         }
     }
 
@@ -160,6 +172,7 @@ impl Backend {
         self.endpoints = previous.endpoints.clone();
         self.listed = previous.listed.clone();
         self.metrics = previous.metrics.clone();
+        self.excluded = previous.excluded.clone();
     }
 
     /// Discovery has listed this backend's containers at least once (always
@@ -168,6 +181,20 @@ impl Backend {
     pub fn listed(&self) -> bool {
         matches!(self.source, Source::Static)
             || self.listed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The containers discovery keeps out of this backend, with the reason.
+    pub fn excluded(&self) -> Vec<Excluded> {
+        self.excluded
+            .lock()
+            .map(|list| list.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn set_excluded(&self, list: Vec<Excluded>) {
+        if let Ok(mut current) = self.excluded.lock() {
+            *current = list;
+        }
     }
 
     pub(crate) fn mark_listed(&self) {

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::container::ContainerFacts;
 use super::DockerSettings;
 use crate::backend::endpoint::{Endpoint, EndpointSet};
-use crate::backend::{Backend, DockerSelector, Source};
+use crate::backend::{Backend, DockerSelector, Excluded, Source};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -275,6 +275,10 @@ struct BackendState {
     stopping: HashSet<String>,
     /// Containers already warned about as unresolvable (one warning each).
     warned: HashSet<String>,
+    /// Containers with every label but kept out (not ready, no usable address).
+    excluded: BTreeMap<String, Excluded>,
+    /// Running containers with some of the labels but not all, from the last resync.
+    partial: Vec<Excluded>,
 }
 
 impl BackendState {
@@ -288,7 +292,89 @@ impl BackendState {
             members: BTreeMap::new(),
             stopping: HashSet::new(),
             warned: HashSet::new(),
+            excluded: BTreeMap::new(),
+            partial: Vec::new(),
         })
+    }
+
+    fn exclude(&mut self, id: &str, name: &str, reason: String) {
+        self.excluded.insert(
+            id.to_owned(),
+            Excluded {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                reason,
+            },
+        );
+        self.publish_excluded();
+    }
+
+    fn include(&mut self, id: &str) {
+        if self.excluded.remove(id).is_some() {
+            self.publish_excluded();
+        }
+    }
+
+    fn publish_excluded(&self) {
+        let mut list: Vec<Excluded> = self.excluded.values().cloned().collect();
+        list.extend(self.partial.iter().cloned());
+        self.backend.set_excluded(list);
+    }
+
+    /// Running containers that carry the backend's first label (its
+    /// identity, by convention `app_name=…`) but not all the others, each
+    /// with what is missing or different. Containers that only share a
+    /// later label (`env=production`) belong to other backends and are left
+    /// out, or every backend would list every service.
+    async fn list_partial(
+        &mut self,
+        docker: &Docker,
+        full: &HashSet<String>,
+    ) -> Result<(), DockerError> {
+        let mut seen: BTreeMap<String, Excluded> = BTreeMap::new();
+        if let Some((key, value)) = self
+            .selector
+            .labels
+            .first()
+            .filter(|_| self.selector.labels.len() > 1)
+        {
+            let filters: HashMap<&str, Vec<String>> = HashMap::from([
+                ("label", vec![format!("{key}={value}")]),
+                ("status", vec!["running".to_owned()]),
+            ]);
+            let options = ListContainersOptionsBuilder::default()
+                .all(false)
+                .filters(&filters)
+                .build();
+            for summary in docker.list_containers(Some(options)).await? {
+                let Some(id) = summary.id else { continue };
+                if full.contains(&id) {
+                    continue;
+                }
+                let labels = summary.labels.unwrap_or_default();
+                let reason = self
+                    .selector
+                    .labels
+                    .iter()
+                    .filter_map(|(k, v)| match labels.get(k) {
+                        None => Some(format!("missing label {k}={v}")),
+                        Some(actual) if actual != v => {
+                            Some(format!("label {k}={actual}, wants {k}={v}"))
+                        }
+                        Some(_) => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let name = summary
+                    .names
+                    .and_then(|names| names.into_iter().next())
+                    .map(|name| name.trim_start_matches('/').to_owned())
+                    .unwrap_or_default();
+                seen.insert(id.clone(), Excluded { id, name, reason });
+            }
+        }
+        self.partial = seen.into_values().collect();
+        Ok(())
     }
 
     async fn on_event(
@@ -373,6 +459,9 @@ impl BackendState {
                 self.refresh(docker, settings, id).await?;
             }
         }
+        self.excluded.retain(|id, _| running.contains(id));
+        self.list_partial(docker, &running).await?;
+        self.publish_excluded();
         self.backend.mark_listed();
         Ok(())
     }
@@ -390,6 +479,7 @@ impl BackendState {
                 status_code: 404, ..
             }) => {
                 self.remove(id, "container no longer exists");
+                self.include(id);
                 return Ok(());
             }
             Err(error) => return Err(error),
@@ -410,6 +500,7 @@ impl BackendState {
                 facts.running, facts.paused, facts.health
             );
             self.remove(id, &reason);
+            self.exclude(id, &facts.name, reason);
             return Ok(());
         }
         match facts
@@ -425,6 +516,7 @@ impl BackendState {
                     return Ok(());
                 }
                 info!(backend = %self.backend.name, container = %facts.name, %addr, "endpoint added");
+                self.include(id);
                 let stop_signal = facts.stop_signal;
                 let mut endpoint = Endpoint::new(addr, id, facts.name).with_weight(weight);
                 if self
@@ -450,6 +542,7 @@ impl BackendState {
                     warn!(backend = %self.backend.name, container = %facts.name, %reason, "container skipped");
                 }
                 self.remove(id, "unresolvable");
+                self.exclude(id, &facts.name, reason.to_string());
             }
         }
         Ok(())

@@ -525,6 +525,8 @@ pub(crate) fn config_yaml(backends: &[BackendSpec], extra: &str) -> String {
 pub(crate) struct Gateway {
     child: Child,
     pub(crate) addr: SocketAddr,
+    /// The admin plane, on a loopback port picked at start.
+    pub(crate) admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
     config: tempfile::NamedTempFile,
 }
@@ -542,6 +544,10 @@ impl Gateway {
         config.write_all(yaml.as_bytes()).expect("write config");
         config.flush().expect("flush config");
 
+        // A free port for the admin plane (bound, then released).
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free admin port");
         let mut child = Command::new(env!("CARGO_BIN_EXE_rgate"))
             .args([
                 "--port",
@@ -551,9 +557,9 @@ impl Gateway {
                 "--log-level",
                 "info",
                 "--admin",
-                "off",
-                "--config",
             ])
+            .arg(admin.to_string())
+            .arg("--config")
             .arg(config.path())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -596,6 +602,7 @@ impl Gateway {
         Gateway {
             child,
             addr,
+            admin,
             log,
             config,
         }
@@ -631,6 +638,13 @@ impl Gateway {
                 self.log_text()
             )
         })
+    }
+
+    /// A JSON document from the admin plane.
+    pub(crate) fn admin_json(&self, path: &str) -> serde_json::Value {
+        let response = get(self.admin, path)
+            .unwrap_or_else(|e| panic!("GET {path} on the admin plane: {e}\n{}", self.log_text()));
+        serde_json::from_slice(&response.body).expect("admin JSON")
     }
 
     /// True while the process has not exited.
