@@ -283,12 +283,21 @@ async fn metrics_count_traffic_refusals_endpoints_and_reloads_and_pass_promtool(
             "jwt:\n  - {{name: hs, issuer: https://issuer.test, secret_file: secret}}\n\
              routes:\n  - {{name: open, path_prefix: /open, backend: a, rate_limit: {{requests: 2, per: 1m, key: route}}}}\n\
              \x20 - {{name: closed, path_prefix: /closed, backend: a, auth: {{provider: hs}}}}\n\
-             backends:\n  - {{name: a, servers: [\"{}\"]}}\n",
-            up.addr()
+             \x20 - {{name: broken, path_prefix: /broken, backend: bad, retries: {{attempts: 1}}}}\n\
+             backends:\n  - {{name: a, servers: [\"{}\"]}}\n\
+             \x20 - name: bad\n    servers: [\"{}\", \"{}\"]\n\
+             \x20   outlier: {{consecutive_errors: 1, max_ejected_percent: 50}}\n\
+             \x20   circuit_breaker: {{min_requests: 1, error_ratio: 0.5}}\n",
+            up.addr(),
+            closed_port().await,
+            closed_port().await
         ),
     );
     let gw = TestGateway::start_file_with_admin(&path);
     let admin = gw.admin();
+    // A refused connection: the breaker of that endpoint opens and outlier
+    // detection ejects it (at most half of the two).
+    assert_eq!(fetch(gw.addr, "/broken").await.0, 503);
     for _ in 0..3 {
         fetch(gw.addr, "/open/x").await; // 200, 200, 429
     }
@@ -350,6 +359,23 @@ async fn metrics_count_traffic_refusals_endpoints_and_reloads_and_pass_promtool(
     assert_eq!(series(r#"rgate_retries_total{backend="a"}"#), 0.0);
     assert_eq!(
         series(r#"rgate_retry_budget_exhausted_total{backend="a"}"#),
+        0.0
+    );
+    assert_eq!(
+        series(r#"rgate_upstream_requests_total{backend="bad"}"#),
+        0.0,
+        "a refused connection sends nothing"
+    );
+    assert_eq!(
+        series(r#"rgate_outlier_ejections_total{backend="bad"}"#),
+        1.0
+    );
+    assert_eq!(
+        series(r#"rgate_circuit_breaker_transitions_total{backend="bad",to="open"}"#),
+        1.0
+    );
+    assert_eq!(
+        series(r#"rgate_circuit_breaker_transitions_total{backend="a",to="open"}"#),
         0.0
     );
     assert_eq!(

@@ -188,7 +188,7 @@ impl Collector for Gateway {
             .iter()
             .map(|b| b.metrics.totals())
             .collect();
-        let backend_counters: [BackendCounter; 4] = [
+        let backend_counters: [BackendCounter; 5] = [
             (
                 names::UPSTREAM_REQUESTS,
                 "Requests sent to the backend's endpoints, retries included.",
@@ -205,12 +205,33 @@ impl Collector for Gateway {
                 "Retries the route's retry budget refused.",
                 |t| t.budget_exhausted,
             ),
+            (
+                names::OUTLIER_EJECTIONS,
+                "Endpoints ejected by outlier detection.",
+                |t| t.ejections,
+            ),
         ];
         for (name, help, value) in backend_counters {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (backend, totals) in snapshot.backends.iter().zip(&backend_totals) {
                 let labels = [("backend", &*backend.name)];
                 ConstCounter::new(value(totals)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            names::BREAKER_TRANSITIONS,
+            "Endpoint circuit breakers opening and closing, by backend.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (backend, totals) in snapshot.backends.iter().zip(&backend_totals) {
+            for (to, count) in [
+                ("open", totals.breaker_opened),
+                ("closed", totals.breaker_closed),
+            ] {
+                let labels = [("backend", &*backend.name), ("to", to)];
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
             }
         }
 

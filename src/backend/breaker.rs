@@ -52,6 +52,14 @@ pub struct BreakerState {
     successes: AtomicU32,
 }
 
+/// A change of an endpoint breaker's state that a request's outcome caused
+/// (the move from open to half-open is a matter of time, not of outcomes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Opened,
+    Closed,
+}
+
 impl BreakerState {
     /// `closed`, `open` or `half_open`, for the admin plane.
     pub fn phase(&self) -> &'static str {
@@ -107,22 +115,31 @@ impl Breaker {
     }
 
     /// Records a request's outcome; `probe` is what [`Breaker::on_send`] said.
-    pub fn record(&self, state: &BreakerState, probe: bool, failed: bool, now: u64) {
+    /// Returns the transition it caused, if any (for metrics).
+    pub fn record(
+        &self,
+        state: &BreakerState,
+        probe: bool,
+        failed: bool,
+        now: u64,
+    ) -> Option<Transition> {
         if probe {
             state.probes.fetch_sub(1, Relaxed);
             if state.state.load(Relaxed) != HALF_OPEN {
-                return;
+                return None;
             }
             if failed {
                 self.open(state, now);
+                return Some(Transition::Opened);
             } else if state.successes.fetch_add(1, Relaxed) + 1 >= self.half_open_probes {
                 state.state.store(CLOSED, Relaxed);
                 self.restart_window(state, now);
+                return Some(Transition::Closed);
             }
-            return;
+            return None;
         }
         if state.state.load(Relaxed) != CLOSED {
-            return;
+            return None;
         }
         if now.saturating_sub(state.window_start.load(Relaxed)) >= millis(self.window) {
             self.restart_window(state, now);
@@ -138,7 +155,9 @@ impl Breaker {
             && f64::from(failures) >= self.error_ratio * f64::from(requests)
         {
             self.open(state, now);
+            return Some(Transition::Opened);
         }
+        None
     }
 
     fn open(&self, state: &BreakerState, now: u64) {
@@ -249,8 +268,11 @@ mod tests {
             "below min_requests nothing opens"
         );
         succeed(&state, 9, 1);
-        fail(&state, 1, 1);
-        // 10 failures of 19: above 50%.
+        // 10 failures of 19: above 50%; the failure that opens it says so.
+        assert_eq!(
+            BREAKER.record(&state, false, true, 1),
+            Some(Transition::Opened)
+        );
         assert!(!BREAKER.allows(&state, 1));
         assert!(!BREAKER.allows(&state, 5_000));
         assert!(
@@ -290,8 +312,12 @@ mod tests {
             !BREAKER.allows(&state, later),
             "no more than half_open_probes at once"
         );
-        BREAKER.record(&state, true, false, later);
-        BREAKER.record(&state, true, false, later);
+        assert_eq!(BREAKER.record(&state, true, false, later), None);
+        assert_eq!(
+            BREAKER.record(&state, true, false, later),
+            Some(Transition::Closed),
+            "the closing probe reports it"
+        );
         assert!(BREAKER.allows(&state, later));
         assert!(!BREAKER.on_send(&state, later), "closed again: not a probe");
     }
@@ -302,7 +328,10 @@ mod tests {
         fail(&state, 10, 1);
         let later = 6_000;
         assert!(BREAKER.on_send(&state, later));
-        BREAKER.record(&state, true, true, later);
+        assert_eq!(
+            BREAKER.record(&state, true, true, later),
+            Some(Transition::Opened)
+        );
         assert!(!BREAKER.allows(&state, later + 1));
         assert!(BREAKER.allows(&state, later + 5_000));
     }

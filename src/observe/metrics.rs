@@ -42,6 +42,10 @@ pub const UPSTREAM_CONNECTIONS_OPENED: &str = "rgate_upstream_connections_opened
 pub const RETRIES: &str = "rgate_retries";
 /// `rgate_retry_budget_exhausted_total{backend}`: retries the budget refused.
 pub const RETRY_BUDGET_EXHAUSTED: &str = "rgate_retry_budget_exhausted";
+/// `rgate_circuit_breaker_transitions_total{backend,to}` (`open`, `closed`).
+pub const BREAKER_TRANSITIONS: &str = "rgate_circuit_breaker_transitions";
+/// `rgate_outlier_ejections_total{backend}`.
+pub const OUTLIER_EJECTIONS: &str = "rgate_outlier_ejections";
 /// `rgate_access_log_dropped_total` (with the access log on).
 pub const ACCESS_LOG_DROPPED: &str = "rgate_access_log_dropped";
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
@@ -178,6 +182,9 @@ struct BackendSlot {
     connections_opened: AtomicU64,
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
+    breaker_opened: AtomicU64,
+    breaker_closed: AtomicU64,
+    ejections: AtomicU64,
 }
 
 /// A backend's counters, one slot per worker; shared with the backend that
@@ -203,6 +210,9 @@ pub struct BackendTotals {
     pub connections_opened: u64,
     pub retries: u64,
     pub budget_exhausted: u64,
+    pub breaker_opened: u64,
+    pub breaker_closed: u64,
+    pub ejections: u64,
 }
 
 impl BackendMetrics {
@@ -227,6 +237,21 @@ impl BackendMetrics {
         self.slot().budget_exhausted.fetch_add(1, Relaxed);
     }
 
+    /// An endpoint breaker opened or closed.
+    pub fn breaker(&self, transition: crate::backend::breaker::Transition) {
+        let slot = self.slot();
+        match transition {
+            crate::backend::breaker::Transition::Opened => &slot.breaker_opened,
+            crate::backend::breaker::Transition::Closed => &slot.breaker_closed,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    /// Outlier detection ejected an endpoint.
+    pub fn ejected(&self) {
+        self.slot().ejections.fetch_add(1, Relaxed);
+    }
+
     pub fn totals(&self) -> BackendTotals {
         let mut totals = BackendTotals::default();
         for slot in &*self.slots {
@@ -234,6 +259,9 @@ impl BackendMetrics {
             totals.connections_opened += slot.connections_opened.load(Relaxed);
             totals.retries += slot.retries.load(Relaxed);
             totals.budget_exhausted += slot.budget_exhausted.load(Relaxed);
+            totals.breaker_opened += slot.breaker_opened.load(Relaxed);
+            totals.breaker_closed += slot.breaker_closed.load(Relaxed);
+            totals.ejections += slot.ejections.load(Relaxed);
         }
         totals
     }

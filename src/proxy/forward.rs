@@ -364,10 +364,14 @@ fn observe(
     };
     let now = now_millis();
     if let Some(outlier) = &backend.outlier {
-        outlier.record(&backend.endpoints(), endpoint, failed, now);
+        if outlier.record(&backend.endpoints(), endpoint, failed, now) {
+            backend.metrics.ejected();
+        }
     }
     if let Some(breaker) = &backend.breaker {
-        breaker.record(&endpoint.breaker, probe, failed, now);
+        if let Some(transition) = breaker.record(&endpoint.breaker, probe, failed, now) {
+            backend.metrics.breaker(transition);
+        }
     }
 }
 
