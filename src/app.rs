@@ -14,7 +14,7 @@ use tracing::{error, info};
 
 use crate::admin;
 use crate::config::Config;
-use crate::control::{ControlPlane, ReloadError, ReloadReport, ReloadRequest, Signals};
+use crate::control::{ControlPlane, ReloadError, ReloadReport, ReloadRequest, Signals, Telemetry};
 use crate::observe::access_log::AccessLog;
 use crate::observe::stats::Stats;
 use crate::proxy::Gateway;
@@ -187,6 +187,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     // The admin plane answers until the workers are gone (it reports the drain).
     let (admin_stop, admin_stopped) = watch::channel(false);
     let reloads = Arc::new(crate::observe::metrics::ReloadCounts::default());
+    let docker_counts = Arc::new(crate::observe::metrics::DockerCounts::default());
     let admin_thread = match admin_listener {
         Some(listener) => Some(
             admin::spawn(
@@ -198,6 +199,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
                     draining: shutdown,
                     reloads: reloads.clone(),
                     access_log: access_log.clone(),
+                    docker_counts: docker_counts.clone(),
                 },
                 admin_stopped,
             )
@@ -227,8 +229,11 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
                     docker,
                     limits,
                     tls_enabled,
-                    reloads,
-                    access_log,
+                    Telemetry {
+                        reloads,
+                        access_log,
+                        docker: docker_counts,
+                    },
                 );
                 let signals = if handle_signals {
                     Signals::register()

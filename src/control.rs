@@ -67,8 +67,15 @@ pub(crate) struct ControlPlane {
     health: Vec<JoinHandle<()>>,
     /// One key refresh per JWT provider.
     auth: Vec<JoinHandle<()>>,
-    reloads: Arc<crate::observe::metrics::ReloadCounts>,
-    access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
+    telemetry: Telemetry,
+}
+
+/// What the control plane reports through, shared with the admin plane.
+#[derive(Debug, Clone)]
+pub(crate) struct Telemetry {
+    pub(crate) reloads: Arc<crate::observe::metrics::ReloadCounts>,
+    pub(crate) access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
+    pub(crate) docker: Arc<crate::observe::metrics::DockerCounts>,
 }
 
 impl ControlPlane {
@@ -80,17 +87,16 @@ impl ControlPlane {
         docker: DockerSettings,
         limits: Limits,
         tls: bool,
-        reloads: Arc<crate::observe::metrics::ReloadCounts>,
-        access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
+        telemetry: Telemetry,
     ) -> Self {
         let backends = snapshot.load().backends.clone();
-        let (discovery, discovery_task) = spawn_discovery(docker.clone(), backends.clone());
+        let (discovery, discovery_task) =
+            spawn_discovery(docker.clone(), backends.clone(), telemetry.docker.clone());
         tokio::spawn(sweep_rate_limits(snapshot.clone()));
         let auth = spawn_key_refresh(&snapshot.load());
         Self {
             auth,
-            reloads,
-            access_log,
+            telemetry,
             config_path,
             snapshot,
             docker,
@@ -136,7 +142,7 @@ impl ControlPlane {
                     break;
                 }
                 Some(()) = recv_signal(&mut user1) => {
-                    if let Some(log) = &self.access_log {
+                    if let Some(log) = &self.telemetry.access_log {
                         info!("SIGUSR1 received; reopening the access log");
                         log.reopen();
                     }
@@ -164,8 +170,8 @@ impl ControlPlane {
     fn reload_logged(&mut self, trigger: &str) -> Result<ReloadReport, ReloadError> {
         let result = self.reload();
         let counter = match &result {
-            Ok(_) => &self.reloads.applied,
-            Err(_) => &self.reloads.refused,
+            Ok(_) => &self.telemetry.reloads.applied,
+            Err(_) => &self.telemetry.reloads.refused,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &result {
@@ -220,8 +226,11 @@ impl ControlPlane {
         } else {
             // A different daemon or addressing: start discovery afresh.
             self.discovery_task.abort();
-            (self.discovery, self.discovery_task) =
-                spawn_discovery(docker.clone(), backends.clone());
+            (self.discovery, self.discovery_task) = spawn_discovery(
+                docker.clone(),
+                backends.clone(),
+                self.telemetry.docker.clone(),
+            );
             self.docker = docker;
         }
         for task in self.health.drain(..) {
@@ -248,10 +257,11 @@ async fn sweep_rate_limits(snapshot: Arc<SnapshotHandle>) {
 fn spawn_discovery(
     settings: DockerSettings,
     backends: Vec<Arc<Backend>>,
+    counts: Arc<crate::observe::metrics::DockerCounts>,
 ) -> (watch::Sender<Vec<Arc<Backend>>>, JoinHandle<()>) {
     // Without Docker backends the task idles until a reload brings some.
     let (sender, receiver) = watch::channel(backends);
-    let task = tokio::spawn(discovery::run(settings, receiver));
+    let task = tokio::spawn(discovery::run(settings, receiver, counts));
     (sender, task)
 }
 

@@ -98,6 +98,20 @@ fn container_needs_all_labels_to_get_traffic() {
         "{reasons:?}"
     );
     assert!(!reasons.contains_key(&full.name));
+
+    // Discovery's own counters, labelled by daemon.
+    let metrics = gw.admin_text("/metrics");
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("rgate_docker_resyncs_total{host=") >= 1.0);
+    assert!(value("rgate_docker_events_total{host=") >= 0.0);
 }
 
 #[test]

@@ -49,6 +49,7 @@ pub(crate) struct AdminState {
     pub(crate) draining: watch::Receiver<bool>,
     pub(crate) reloads: Arc<ReloadCounts>,
     pub(crate) access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
+    pub(crate) docker_counts: Arc<crate::observe::metrics::DockerCounts>,
 }
 
 /// Serves the admin plane on `listener` in its own thread until `stop`.
@@ -87,6 +88,7 @@ pub(crate) fn spawn(
                     state.stats.clone(),
                     state.reloads.clone(),
                     state.access_log.clone(),
+                    state.docker_counts.clone(),
                 );
                 let state = Arc::new((state, registry));
                 loop {

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::backend::endpoint::Endpoint;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{
-    self as names, BackendTotals, ReloadCounts, AUTH_REASONS, BUCKETS, CLASSES,
+    self as names, BackendTotals, DockerCounts, ReloadCounts, AUTH_REASONS, BUCKETS, CLASSES,
 };
 use crate::observe::stats::Stats;
 use crate::snapshot::SnapshotHandle;
@@ -35,6 +35,7 @@ struct Gateway {
     stats: Stats,
     reloads: Arc<ReloadCounts>,
     access_log: Option<Arc<AccessLog>>,
+    docker: Arc<DockerCounts>,
 }
 
 /// A registry whose one collector reads the gateway.
@@ -43,6 +44,7 @@ pub fn registry(
     stats: Stats,
     reloads: Arc<ReloadCounts>,
     access_log: Option<Arc<AccessLog>>,
+    docker: Arc<DockerCounts>,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Gateway {
@@ -50,6 +52,7 @@ pub fn registry(
         stats,
         reloads,
         access_log,
+        docker,
     }));
     registry
 }
@@ -304,6 +307,33 @@ impl Collector for Gateway {
                 MetricType::Gauge,
             )?,
         )?;
+
+        let host = self
+            .docker
+            .host
+            .lock()
+            .map(|host| host.clone())
+            .unwrap_or_default();
+        if !host.is_empty() {
+            for (name, help, count) in [
+                (
+                    names::DOCKER_EVENTS,
+                    "Docker container events handled.",
+                    &self.docker.events,
+                ),
+                (
+                    names::DOCKER_RESYNCS,
+                    "Full relists of the Docker backends' containers.",
+                    &self.docker.resyncs,
+                ),
+            ] {
+                let labels = [("host", host.as_str())];
+                let mut family =
+                    encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                ConstCounter::new(count.load(std::sync::atomic::Ordering::Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
 
         if let Some(log) = &self.access_log {
             ConstCounter::new(log.dropped()).encode(encoder.encode_descriptor(

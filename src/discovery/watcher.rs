@@ -18,6 +18,8 @@ use super::container::ContainerFacts;
 use super::DockerSettings;
 use crate::backend::endpoint::{Endpoint, EndpointSet};
 use crate::backend::{Backend, DockerSelector, Excluded, Source};
+use crate::observe::metrics::DockerCounts;
+use std::sync::atomic::Ordering;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -52,7 +54,14 @@ enum SessionError {
 pub(crate) async fn run(
     settings: DockerSettings,
     mut backends: watch::Receiver<Vec<Arc<Backend>>>,
+    counts: Arc<DockerCounts>,
 ) {
+    if let Ok(mut host) = counts.host.lock() {
+        *host = settings
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+    }
     let mut states = Vec::new();
     let mut backoff = BACKOFF_MIN;
     let mut in_outage = false;
@@ -71,6 +80,7 @@ pub(crate) async fn run(
             &mut backends,
             &mut in_outage,
             &mut backoff,
+            &counts,
         )
         .await;
         if matches!(error, SessionError::Reconfigured) {
@@ -124,8 +134,9 @@ async fn session(
     backends: &mut watch::Receiver<Vec<Arc<Backend>>>,
     in_outage: &mut bool,
     backoff: &mut Duration,
+    counts: &DockerCounts,
 ) -> SessionError {
-    match follow(settings, states, backends, in_outage, backoff).await {
+    match follow(settings, states, backends, in_outage, backoff, counts).await {
         Ok(never) => match never {},
         Err(error) => error,
     }
@@ -137,6 +148,7 @@ async fn follow(
     backends: &mut watch::Receiver<Vec<Arc<Backend>>>,
     in_outage: &mut bool,
     backoff: &mut Duration,
+    counts: &DockerCounts,
 ) -> Result<std::convert::Infallible, SessionError> {
     let docker = connect(settings)?.negotiate_version().await?;
     let since = replay_since();
@@ -148,6 +160,7 @@ async fn follow(
     for state in states.iter_mut() {
         state.resync(&docker, settings).await?;
     }
+    counts.resyncs.fetch_add(1, Ordering::Relaxed);
     if *in_outage {
         info!("docker reachable again; endpoint sets resynchronised");
         *in_outage = false;
@@ -159,7 +172,10 @@ async fn follow(
     loop {
         tokio::select! {
             item = events.next() => match item {
-                Some((i, Ok(event))) => states[i].on_event(&docker, settings, event).await?,
+                Some((i, Ok(event))) => {
+                    counts.events.fetch_add(1, Ordering::Relaxed);
+                    states[i].on_event(&docker, settings, event).await?;
+                }
                 Some((_, Err(error))) => return Err(error.into()),
                 None => return Err(SessionError::StreamEnded),
             },
@@ -167,6 +183,7 @@ async fn follow(
                 for state in states.iter_mut() {
                     state.resync(&docker, settings).await?;
                 }
+                counts.resyncs.fetch_add(1, Ordering::Relaxed);
             }
             // New subscriptions and a resync for the new set of backends.
             Ok(()) = backends.changed() => return Err(SessionError::Reconfigured),

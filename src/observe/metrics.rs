@@ -46,6 +46,10 @@ pub const RETRY_BUDGET_EXHAUSTED: &str = "rgate_retry_budget_exhausted";
 pub const BREAKER_TRANSITIONS: &str = "rgate_circuit_breaker_transitions";
 /// `rgate_outlier_ejections_total{backend}`.
 pub const OUTLIER_EJECTIONS: &str = "rgate_outlier_ejections";
+/// `rgate_docker_events_total{host}`: container events handled.
+pub const DOCKER_EVENTS: &str = "rgate_docker_events";
+/// `rgate_docker_resyncs_total{host}`: full relists (at connect and periodic).
+pub const DOCKER_RESYNCS: &str = "rgate_docker_resyncs";
 /// `rgate_access_log_dropped_total` (with the access log on).
 pub const ACCESS_LOG_DROPPED: &str = "rgate_access_log_dropped";
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
@@ -289,6 +293,15 @@ pub fn set_worker(index: usize) {
 
 fn worker() -> usize {
     WORKER.with(Cell::get)
+}
+
+/// Docker discovery's counters, written by the discovery task only.
+#[derive(Debug, Default)]
+pub struct DockerCounts {
+    pub events: AtomicU64,
+    pub resyncs: AtomicU64,
+    /// The daemon they are about (`default` for the local socket).
+    pub host: std::sync::Mutex<String>,
 }
 
 /// Config reloads by result, for `rgate_config_reloads_total`.

@@ -640,6 +640,14 @@ impl Gateway {
         })
     }
 
+    /// A text document from the admin plane (such as `/metrics`).
+    pub(crate) fn admin_text(&self, path: &str) -> String {
+        let response = get(self.admin, path).unwrap_or_else(|e| {
+            panic!("GET {path} on the admin plane: {e}\n{}", self.log_text())
+        });
+        String::from_utf8_lossy(&response.body).into_owned()
+    }
+
     /// A JSON document from the admin plane.
     pub(crate) fn admin_json(&self, path: &str) -> serde_json::Value {
         let response = get(self.admin, path)
