@@ -642,9 +642,8 @@ impl Gateway {
 
     /// A text document from the admin plane (such as `/metrics`).
     pub(crate) fn admin_text(&self, path: &str) -> String {
-        let response = get(self.admin, path).unwrap_or_else(|e| {
-            panic!("GET {path} on the admin plane: {e}\n{}", self.log_text())
-        });
+        let response = get(self.admin, path)
+            .unwrap_or_else(|e| panic!("GET {path} on the admin plane: {e}\n{}", self.log_text()));
         String::from_utf8_lossy(&response.body).into_owned()
     }
 
