@@ -287,7 +287,8 @@ async fn metrics_count_traffic_refusals_endpoints_and_reloads_and_pass_promtool(
              backends:\n  - {{name: a, servers: [\"{}\"]}}\n\
              \x20 - name: bad\n    servers: [\"{}\", \"{}\"]\n\
              \x20   outlier: {{consecutive_errors: 1, max_ejected_percent: 50}}\n\
-             \x20   circuit_breaker: {{min_requests: 1, error_ratio: 0.5}}\n",
+             \x20   circuit_breaker: {{min_requests: 1, error_ratio: 0.5}}\n\
+             \x20   backend_circuit_breaker: {{min_requests: 1, error_ratio: 0.5}}\n",
             up.addr(),
             closed_port().await,
             closed_port().await
@@ -377,6 +378,10 @@ async fn metrics_count_traffic_refusals_endpoints_and_reloads_and_pass_promtool(
     assert_eq!(
         series(r#"rgate_circuit_breaker_transitions_total{backend="a",to="open"}"#),
         0.0
+    );
+    assert_eq!(
+        series(r#"rgate_backend_circuit_transitions_total{backend="bad",to="open"}"#),
+        1.0
     );
     assert_eq!(
         series(r#"rgate_config_reloads_total{result="applied"}"#),

@@ -19,8 +19,11 @@ use crate::observe::metrics::{
 use crate::observe::stats::Stats;
 use crate::snapshot::SnapshotHandle;
 
+/// Which of a backend's totals a series reports.
+type Pick = fn(&BackendTotals) -> u64;
+
 /// A per-backend counter: name, help, and which total it reports.
-type BackendCounter = (&'static str, &'static str, fn(&BackendTotals) -> u64);
+type BackendCounter = (&'static str, &'static str, Pick);
 
 /// A per-endpoint gauge: name, help, and how to read it.
 type EndpointGauge = (&'static str, &'static str, fn(&Endpoint) -> i64);
@@ -222,19 +225,27 @@ impl Collector for Gateway {
             }
         }
 
-        let mut family = encoder.encode_descriptor(
-            names::BREAKER_TRANSITIONS,
-            "Endpoint circuit breakers opening and closing, by backend.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (backend, totals) in snapshot.backends.iter().zip(&backend_totals) {
-            for (to, count) in [
-                ("open", totals.breaker_opened),
-                ("closed", totals.breaker_closed),
-            ] {
-                let labels = [("backend", &*backend.name), ("to", to)];
-                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        let transitions: [(&str, &str, Pick, Pick); 2] = [
+            (
+                names::BREAKER_TRANSITIONS,
+                "Endpoint circuit breakers opening and closing, by backend.",
+                |t| t.breaker_opened,
+                |t| t.breaker_closed,
+            ),
+            (
+                names::CIRCUIT_TRANSITIONS,
+                "The backend-wide circuit breaker opening and closing.",
+                |t| t.circuit_opened,
+                |t| t.circuit_closed,
+            ),
+        ];
+        for (name, help, opened, closed) in transitions {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (backend, totals) in snapshot.backends.iter().zip(&backend_totals) {
+                for (to, count) in [("open", opened(totals)), ("closed", closed(totals))] {
+                    let labels = [("backend", &*backend.name), ("to", to)];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
 

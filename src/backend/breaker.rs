@@ -216,12 +216,13 @@ impl BackendCircuit {
 }
 
 impl Pass<'_> {
-    pub fn record(mut self, failed: bool, now: u64) {
+    /// Records the request's final verdict; returns the transition it caused.
+    pub fn record(mut self, failed: bool, now: u64) -> Option<Transition> {
         self.done = true;
         let circuit = self.circuit;
         circuit
             .breaker
-            .record(&circuit.state, self.probe, failed, now);
+            .record(&circuit.state, self.probe, failed, now)
     }
 }
 

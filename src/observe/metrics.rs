@@ -44,6 +44,8 @@ pub const RETRIES: &str = "rgate_retries";
 pub const RETRY_BUDGET_EXHAUSTED: &str = "rgate_retry_budget_exhausted";
 /// `rgate_circuit_breaker_transitions_total{backend,to}` (`open`, `closed`).
 pub const BREAKER_TRANSITIONS: &str = "rgate_circuit_breaker_transitions";
+/// `rgate_backend_circuit_transitions_total{backend,to}`: the backend-wide breaker.
+pub const CIRCUIT_TRANSITIONS: &str = "rgate_backend_circuit_transitions";
 /// `rgate_outlier_ejections_total{backend}`.
 pub const OUTLIER_EJECTIONS: &str = "rgate_outlier_ejections";
 /// `rgate_docker_events_total{host}`: container events handled.
@@ -188,6 +190,8 @@ struct BackendSlot {
     budget_exhausted: AtomicU64,
     breaker_opened: AtomicU64,
     breaker_closed: AtomicU64,
+    circuit_opened: AtomicU64,
+    circuit_closed: AtomicU64,
     ejections: AtomicU64,
 }
 
@@ -216,6 +220,8 @@ pub struct BackendTotals {
     pub budget_exhausted: u64,
     pub breaker_opened: u64,
     pub breaker_closed: u64,
+    pub circuit_opened: u64,
+    pub circuit_closed: u64,
     pub ejections: u64,
 }
 
@@ -251,6 +257,16 @@ impl BackendMetrics {
         .fetch_add(1, Relaxed);
     }
 
+    /// The backend-wide breaker opened or closed.
+    pub fn circuit(&self, transition: crate::backend::breaker::Transition) {
+        let slot = self.slot();
+        match transition {
+            crate::backend::breaker::Transition::Opened => &slot.circuit_opened,
+            crate::backend::breaker::Transition::Closed => &slot.circuit_closed,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
     /// Outlier detection ejected an endpoint.
     pub fn ejected(&self) {
         self.slot().ejections.fetch_add(1, Relaxed);
@@ -265,6 +281,8 @@ impl BackendMetrics {
             totals.budget_exhausted += slot.budget_exhausted.load(Relaxed);
             totals.breaker_opened += slot.breaker_opened.load(Relaxed);
             totals.breaker_closed += slot.breaker_closed.load(Relaxed);
+            totals.circuit_opened += slot.circuit_opened.load(Relaxed);
+            totals.circuit_closed += slot.circuit_closed.load(Relaxed);
             totals.ejections += slot.ejections.load(Relaxed);
         }
         totals

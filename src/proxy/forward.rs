@@ -87,11 +87,14 @@ impl FailureKind {
 /// Tells the backend's circuit how the request ended, when that says
 /// something about the backend's health; otherwise the pass is released.
 fn settle(
+    backend: &Backend,
     pass: Option<Pass<'_>>,
     result: Result<Response<ResponseBody>, GatewayError>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     if let (Some(pass), Some(failed)) = (pass, backend_verdict(&result)) {
-        pass.record(failed, now_millis());
+        if let Some(transition) = pass.record(failed, now_millis()) {
+            backend.metrics.circuit(transition);
+        }
     }
     result
 }
@@ -279,7 +282,7 @@ pub(super) async fn forward(
                 let timeout = GatewayError::UpstreamTimeout {
                     backend: backend.name.clone(),
                 };
-                return settle(pass, Err(timeout));
+                return settle(backend, pass, Err(timeout));
             }
             Ok(exchange) => {
                 let retry = policy.on_status.contains(&exchange.response.status());
@@ -331,7 +334,7 @@ pub(super) async fn forward(
                     }
                     Last::Failed(kind) => Err(kind.into_error(&backend.name)),
                 };
-                return settle(pass, result);
+                return settle(backend, pass, result);
             }
         }
     }
