@@ -211,10 +211,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     let control = thread::Builder::new()
         .name("rgate-control".into())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match crate::server::current_thread_runtime() {
                 Ok(runtime) => runtime,
                 Err(error) => {
                     error!(%error, "cannot start the control runtime; stopping");

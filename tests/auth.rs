@@ -13,27 +13,27 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gateway::*;
-use http::Request;
-use http_body_util::Full;
 use jsonwebtoken::{Algorithm, Header};
 use jwt::*;
 use serde_json::json;
-
-fn request(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
-    let mut builder = Request::get(path).header("host", "gateway.test");
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    builder.body(Full::new(Bytes::new())).unwrap()
-}
 
 async fn send(
     gw: &TestGateway,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, http::HeaderMap, Bytes) {
-    let mut client = Client::connect(gw.addr).await;
-    read(client.send(request(path, headers)).await).await
+    fetch_with(gw.addr, path, headers).await
+}
+
+/// GET /api/x with `token` on an open connection.
+async fn bearer(client: &mut Client, token: &str) -> (u16, http::HeaderMap, Bytes) {
+    let auth = format!("Bearer {token}");
+    read(
+        client
+            .send(request_with("/api/x", &[("authorization", &auth)]))
+            .await,
+    )
+    .await
 }
 
 async fn with_token(gw: &TestGateway, path: &str, token: &str) -> (u16, http::HeaderMap, Bytes) {
@@ -244,15 +244,7 @@ async fn rotation_under_load_fetches_once_and_fails_nothing() {
                         &new_token
                     };
                     let started = Instant::now();
-                    let (status, _, body) = read(
-                        client
-                            .send(request(
-                                "/api/x",
-                                &[("authorization", &format!("Bearer {token}"))],
-                            ))
-                            .await,
-                    )
-                    .await;
+                    let (status, _, body) = bearer(&mut client, token).await;
                     worst = worst.max(started.elapsed());
                     assert_eq!(status, 200, "client {c} request {i}: {body:?}");
                 }
@@ -292,15 +284,7 @@ async fn unknown_kids_cannot_hammer_the_issuer() {
             tokio::spawn(async move {
                 let mut client = Client::connect(addr).await;
                 let started = Instant::now();
-                let (status, _, _) = read(
-                    client
-                        .send(request(
-                            "/api/x",
-                            &[("authorization", &format!("Bearer {token}"))],
-                        ))
-                        .await,
-                )
-                .await;
+                let (status, _, _) = bearer(&mut client, &token).await;
                 (status, started.elapsed())
             })
         })

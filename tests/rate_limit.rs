@@ -12,21 +12,12 @@ use gateway::*;
 use http::Request;
 use http_body_util::Full;
 
-fn request(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
-    let mut builder = Request::get(path).header("host", "gateway.test");
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    builder.body(Full::new(Bytes::new())).unwrap()
-}
-
 async fn send(
     gw: &TestGateway,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, http::HeaderMap, Bytes) {
-    let mut client = Client::connect(gw.addr).await;
-    read(client.send(request(path, headers)).await).await
+    fetch_with(gw.addr, path, headers).await
 }
 
 fn config(upstream: std::net::SocketAddr, limit: &str, extra: &str) -> String {

@@ -62,10 +62,7 @@ pub(crate) fn spawn(
     thread::Builder::new()
         .name("rgate-admin".into())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match crate::server::current_thread_runtime() {
                 Ok(runtime) => runtime,
                 Err(error) => {
                     warn!(%error, "cannot start the admin runtime; the admin plane is off");

@@ -101,17 +101,9 @@ struct RouteSlot {
 
 /// A route's counters, one slot per worker. Kept across reloads by route id,
 /// so counters only ever grow.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RouteMetrics {
-    slots: Box<[RouteSlot]>,
-}
-
-impl Default for RouteMetrics {
-    fn default() -> Self {
-        Self {
-            slots: (0..slots()).map(|_| RouteSlot::default()).collect(),
-        }
-    }
+    slots: PerWorker<RouteSlot>,
 }
 
 /// A route's sums over workers, at one scrape.
@@ -127,7 +119,7 @@ pub struct RouteTotals {
 
 impl RouteMetrics {
     fn slot(&self) -> &RouteSlot {
-        &self.slots[worker() % self.slots.len()]
+        self.slots.mine()
     }
 
     /// Counts one answered request (a status of 0 or over 599 is not counted).
@@ -158,7 +150,7 @@ impl RouteMetrics {
     /// The sums over every worker's slot.
     pub fn totals(&self) -> RouteTotals {
         let mut totals = RouteTotals::default();
-        for slot in &*self.slots {
+        for slot in self.slots.all() {
             for (sum, count) in totals.by_class.iter_mut().zip(&slot.by_class) {
                 *sum += count.load(Relaxed);
             }
@@ -197,17 +189,9 @@ struct BackendSlot {
 
 /// A backend's counters, one slot per worker; shared with the backend that
 /// continues it across a reload, as its endpoints are.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct BackendMetrics {
-    slots: Box<[BackendSlot]>,
-}
-
-impl Default for BackendMetrics {
-    fn default() -> Self {
-        Self {
-            slots: (0..slots()).map(|_| BackendSlot::default()).collect(),
-        }
-    }
+    slots: PerWorker<BackendSlot>,
 }
 
 /// A backend's sums over workers: requests sent, connections opened,
@@ -227,7 +211,7 @@ pub struct BackendTotals {
 
 impl BackendMetrics {
     fn slot(&self) -> &BackendSlot {
-        &self.slots[worker() % self.slots.len()]
+        self.slots.mine()
     }
 
     /// One request sent upstream, on a `fresh` connection or a pooled one.
@@ -274,7 +258,7 @@ impl BackendMetrics {
 
     pub fn totals(&self) -> BackendTotals {
         let mut totals = BackendTotals::default();
-        for slot in &*self.slots {
+        for slot in self.slots.all() {
             totals.requests += slot.requests.load(Relaxed);
             totals.connections_opened += slot.connections_opened.load(Relaxed);
             totals.retries += slot.retries.load(Relaxed);
@@ -286,6 +270,27 @@ impl BackendMetrics {
             totals.ejections += slot.ejections.load(Relaxed);
         }
         totals
+    }
+}
+
+/// One slot per worker, each written only by its own worker.
+#[derive(Debug)]
+struct PerWorker<T>(Box<[T]>);
+
+impl<T: Default> Default for PerWorker<T> {
+    fn default() -> Self {
+        Self((0..slots()).map(|_| T::default()).collect())
+    }
+}
+
+impl<T> PerWorker<T> {
+    /// This worker's slot.
+    fn mine(&self) -> &T {
+        &self.0[worker() % self.0.len()]
+    }
+
+    fn all(&self) -> &[T] {
+        &self.0
     }
 }
 

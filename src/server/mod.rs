@@ -160,15 +160,21 @@ pub struct RedirectListener {
     pub https_port: u16,
 }
 
+/// The runtime of each of rgate's threads (workers, control, admin): one
+/// thread, no work stealing, timers and I/O on.
+pub(crate) fn current_thread_runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 impl Worker {
     /// Starts the worker on its own thread.
     pub fn spawn(self) -> io::Result<thread::JoinHandle<io::Result<DrainReport>>> {
         thread::Builder::new()
             .name(format!("rgate-worker-{}", self.index))
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
+                let runtime = current_thread_runtime()?;
                 runtime.block_on(self.run())
             })
     }

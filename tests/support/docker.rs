@@ -647,6 +647,18 @@ impl Gateway {
         String::from_utf8_lossy(&response.body).into_owned()
     }
 
+    /// The value of the first `/metrics` sample whose line starts with `prefix`.
+    pub(crate) fn admin_metric(&self, prefix: &str) -> f64 {
+        let metrics = self.admin_text("/metrics");
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
+            .parse()
+            .expect("a number")
+    }
+
     /// A JSON document from the admin plane.
     pub(crate) fn admin_json(&self, path: &str) -> serde_json::Value {
         let response = get(self.admin, path)

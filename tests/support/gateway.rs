@@ -142,6 +142,25 @@ pub async fn read(response: Response<Incoming>) -> (u16, http::HeaderMap, Bytes)
     (parts.status.as_u16(), parts.headers, body)
 }
 
+/// A GET to `path` on gateway.test with extra header fields.
+pub fn request_with(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut builder = Request::get(path).header("host", "gateway.test");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(Bytes::new())).expect("request")
+}
+
+/// One GET with extra header fields on a fresh connection.
+pub async fn fetch_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Bytes) {
+    let mut client = Client::connect(addr).await;
+    read(client.send(request_with(path, headers)).await).await
+}
+
 /// One GET on a fresh connection.
 pub async fn fetch(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap, Bytes) {
     Client::connect(addr).await.get(path).await

@@ -40,23 +40,12 @@ fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// One 2048-bit RSA key pair per test binary (generation is the slow part).
-fn rsa_pair() -> &'static (Vec<u8>, Value) {
-    static PAIR: OnceLock<(Vec<u8>, Value)> = OnceLock::new();
-    PAIR.get_or_init(|| {
-        use rsa::pkcs1::EncodeRsaPrivateKey;
-        use rsa::traits::PublicKeyParts;
-        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        let der = key.to_pkcs1_der().unwrap().as_bytes().to_vec();
-        let jwk = json!({"kty": "RSA", "n": b64(&key.n().to_bytes_be()), "e": b64(&key.e().to_bytes_be())});
-        (der, jwk)
-    })
-}
-
-/// A second RSA key pair, for rotation and forged signatures.
-fn rsa_pair_2() -> &'static (Vec<u8>, Value) {
-    static PAIR: OnceLock<(Vec<u8>, Value)> = OnceLock::new();
-    PAIR.get_or_init(|| {
+/// RSA key pair `which` (0 or 1) of this test binary: generated once each,
+/// since generation is the slow part. The second is for rotation and
+/// forged signatures.
+fn rsa_pair(which: usize) -> &'static (Vec<u8>, Value) {
+    static PAIRS: [OnceLock<(Vec<u8>, Value)>; 2] = [OnceLock::new(), OnceLock::new()];
+    PAIRS[which].get_or_init(|| {
         use rsa::pkcs1::EncodeRsaPrivateKey;
         use rsa::traits::PublicKeyParts;
         let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
@@ -75,12 +64,12 @@ fn with_kid(mut jwk: Value, kid: &str, alg: &str) -> Value {
 
 impl SigningKey {
     pub fn rsa(kid: &str) -> Self {
-        Self::rsa_from(rsa_pair(), kid)
+        Self::rsa_from(rsa_pair(0), kid)
     }
 
     /// Another RSA key (different modulus).
     pub fn rsa_other(kid: &str) -> Self {
-        Self::rsa_from(rsa_pair_2(), kid)
+        Self::rsa_from(rsa_pair(1), kid)
     }
 
     fn rsa_from(pair: &(Vec<u8>, Value), kid: &str) -> Self {
