@@ -17,14 +17,6 @@ use jsonwebtoken::{Algorithm, Header};
 use jwt::*;
 use serde_json::json;
 
-async fn send(
-    gw: &TestGateway,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, http::HeaderMap, Bytes) {
-    fetch_with(gw.addr, path, headers).await
-}
-
 /// GET /api/x with `token` on an open connection.
 async fn bearer(client: &mut Client, token: &str) -> (u16, http::HeaderMap, Bytes) {
     let auth = format!("Bearer {token}");
@@ -37,7 +29,12 @@ async fn bearer(client: &mut Client, token: &str) -> (u16, http::HeaderMap, Byte
 }
 
 async fn with_token(gw: &TestGateway, path: &str, token: &str) -> (u16, http::HeaderMap, Bytes) {
-    send(gw, path, &[("authorization", &format!("Bearer {token}"))]).await
+    fetch_with(
+        gw.addr,
+        path,
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
 }
 
 /// A provider `main` on `jwks_url`, routes `/api` (token required, `sub`
@@ -83,11 +80,11 @@ async fn valid_tokens_pass_with_their_identity_and_forged_fields_never_do() {
     for key in [&rsa, &ec, &ed] {
         let token = key.token(json!({"sub": format!("user-{}", key.kid), "tenant": 42}));
         let forged = format!("Bearer {token}");
-        let (status, _, body) = send(
-            &gw,
+        let (status, _, body) = fetch_with(
+            gw.addr,
             "/api/orders",
             &[
-                ("authorization", &forged),
+                ("authorization", forged.as_str()),
                 ("x-user-id", "admin"),
                 ("x-tenant-id", "0"),
             ],
@@ -104,7 +101,7 @@ async fn valid_tokens_pass_with_their_identity_and_forged_fields_never_do() {
     }
 
     // Optional auth: anonymous passes, but forged identity fields are removed.
-    let (status, _, body) = send(&gw, "/open/x", &[("x-user-id", "admin")]).await;
+    let (status, _, body) = fetch_with(gw.addr, "/open/x", &[("x-user-id", "admin")]).await;
     assert_eq!(status, 200);
     assert!(json(&body)["headers"].get("x-user-id").is_none());
     // ...and a token that is present must still be valid.
@@ -114,7 +111,8 @@ async fn valid_tokens_pass_with_their_identity_and_forged_fields_never_do() {
 
     // Required auth without a token: 401 and a bare challenge (RFC 6750 §3.1).
     let before = up.requests();
-    let (status, headers, body) = send(&gw, "/api/orders", &[("x-user-id", "admin")]).await;
+    let (status, headers, body) =
+        fetch_with(gw.addr, "/api/orders", &[("x-user-id", "admin")]).await;
     assert_eq!(status, 401);
     assert_eq!(&body[..], br#"{"error":"unauthorized"}"#);
     assert_eq!(headers["www-authenticate"], "Bearer");
@@ -334,7 +332,7 @@ async fn the_issuer_down_keeps_the_last_keys_and_no_keys_answers_503() {
     assert_eq!(status, 503);
     assert_eq!(&body[..], br#"{"error":"auth_unavailable"}"#);
     assert_eq!(headers["retry-after"], "1");
-    let (status, _, _) = send(&never, "/api/x", &[]).await;
+    let (status, _, _) = fetch_with(never.addr, "/api/x", &[]).await;
     assert_eq!(status, 401, "no token: unauthorized, keys or not");
     assert!(started.elapsed() < Duration::from_secs(2));
 }

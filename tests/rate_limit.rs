@@ -12,14 +12,6 @@ use gateway::*;
 use http::Request;
 use http_body_util::Full;
 
-async fn send(
-    gw: &TestGateway,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, http::HeaderMap, Bytes) {
-    fetch_with(gw.addr, path, headers).await
-}
-
 fn config(upstream: std::net::SocketAddr, limit: &str, extra: &str) -> String {
     format!(
         "{extra}routes:\n  - path_prefix: /\n    backend: a\n    rate_limit: {limit}\n\
@@ -36,7 +28,7 @@ async fn a_burst_passes_then_429s_reach_no_upstream() {
         "",
     ));
     for remaining in ["2", "1", "0"] {
-        let (status, headers, _) = send(&gw, "/x", &[]).await;
+        let (status, headers, _) = fetch_with(gw.addr, "/x", &[]).await;
         assert_eq!(status, 200);
         assert_eq!(headers["ratelimit-limit"], "3");
         assert_eq!(headers["ratelimit-remaining"], remaining);
@@ -49,7 +41,7 @@ async fn a_burst_passes_then_429s_reach_no_upstream() {
                 > 0
         );
     }
-    let (status, headers, body) = send(&gw, "/x", &[]).await;
+    let (status, headers, body) = fetch_with(gw.addr, "/x", &[]).await;
     assert_eq!(status, 429);
     assert_eq!(json(&body)["error"], "rate_limited");
     let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
@@ -71,10 +63,12 @@ async fn each_key_has_its_own_bucket() {
         "{requests: 1, per: 1m, key: \"header:X-Api-Key\"}",
         "",
     ));
-    let status = |gw, key| async move { send(gw, "/x", &[("x-api-key", key)]).await.0 };
-    assert_eq!(status(&by_header, "alice").await, 200);
-    assert_eq!(status(&by_header, "alice").await, 429);
-    assert_eq!(status(&by_header, "bob").await, 200);
+    let status = |addr: std::net::SocketAddr, key: &'static str| async move {
+        fetch_with(addr, "/x", &[("x-api-key", key)]).await.0
+    };
+    assert_eq!(status(by_header.addr, "alice").await, 200);
+    assert_eq!(status(by_header.addr, "alice").await, 429);
+    assert_eq!(status(by_header.addr, "bob").await, 200);
 
     // By client address: behind a trusted proxy, the client it names.
     let by_ip = TestGateway::start(&config(
@@ -82,10 +76,14 @@ async fn each_key_has_its_own_bucket() {
         "{requests: 1, per: 1m}",
         "trusted_proxies: [127.0.0.1]\n",
     ));
-    let from = |gw, client| async move { send(gw, "/x", &[("x-forwarded-for", client)]).await.0 };
-    assert_eq!(from(&by_ip, "203.0.113.1").await, 200);
-    assert_eq!(from(&by_ip, "203.0.113.1").await, 429);
-    assert_eq!(from(&by_ip, "203.0.113.2").await, 200);
+    let from = |addr: std::net::SocketAddr, client: &'static str| async move {
+        fetch_with(addr, "/x", &[("x-forwarded-for", client)])
+            .await
+            .0
+    };
+    assert_eq!(from(by_ip.addr, "203.0.113.1").await, 200);
+    assert_eq!(from(by_ip.addr, "203.0.113.1").await, 429);
+    assert_eq!(from(by_ip.addr, "203.0.113.2").await, 200);
 }
 
 #[tokio::test]
@@ -98,8 +96,8 @@ async fn a_429_on_a_cors_route_carries_cors_fields() {
         up.addr()
     ));
     let origin = [("origin", "https://app.test")];
-    assert_eq!(send(&gw, "/x", &origin).await.0, 200);
-    let (status, headers, _) = send(&gw, "/x", &origin).await;
+    assert_eq!(fetch_with(gw.addr, "/x", &origin).await.0, 200);
+    let (status, headers, _) = fetch_with(gw.addr, "/x", &origin).await;
     assert_eq!(status, 429);
     assert_eq!(headers["access-control-allow-origin"], "https://app.test");
     // A browser's preflight comes before the limit: answered, not refused.
@@ -123,13 +121,13 @@ async fn a_reload_keeps_the_buckets_of_an_unchanged_limit() {
     let text = config(up.addr(), "{requests: 2, per: 1m, key: route}", "");
     std::fs::write(&path, &text).unwrap();
     let gw = TestGateway::start_file(&path);
-    assert_eq!(send(&gw, "/x", &[]).await.0, 200);
-    assert_eq!(send(&gw, "/x", &[]).await.0, 200);
-    assert_eq!(send(&gw, "/x", &[]).await.0, 429);
+    assert_eq!(fetch_with(gw.addr, "/x", &[]).await.0, 200);
+    assert_eq!(fetch_with(gw.addr, "/x", &[]).await.0, 200);
+    assert_eq!(fetch_with(gw.addr, "/x", &[]).await.0, 429);
     std::fs::write(&path, format!("{text}# touched\n")).unwrap();
     gw.running().reload().await.unwrap();
     assert_eq!(
-        send(&gw, "/x", &[]).await.0,
+        fetch_with(gw.addr, "/x", &[]).await.0,
         429,
         "no fresh burst after a reload"
     );
@@ -140,5 +138,5 @@ async fn a_reload_keeps_the_buckets_of_an_unchanged_limit() {
     )
     .unwrap();
     gw.running().reload().await.unwrap();
-    assert_eq!(send(&gw, "/x", &[]).await.0, 200);
+    assert_eq!(fetch_with(gw.addr, "/x", &[]).await.0, 200);
 }
