@@ -16,7 +16,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::control::{ControlPlane, ReloadError, ReloadReport, ReloadRequest, Signals, Telemetry};
 use crate::observe::access_log::AccessLog;
-use crate::observe::stats::Stats;
+use crate::observe::stats::{self, Stats};
 use crate::proxy::Gateway;
 use crate::server::{self, ConnectionCount, DrainReport, RedirectListener, Worker};
 use crate::tls::TlsSettings;
@@ -35,6 +35,9 @@ pub struct Options {
     pub config_path: Option<PathBuf>,
     /// Where the admin plane listens.
     pub admin: AdminChoice,
+    /// Keep `/stats` in the config's store (the binary); otherwise (the
+    /// default for embedding and tests) in memory, per process.
+    pub stats_from_config: bool,
 }
 
 /// The admin listener's address: the config's, none, or this one.
@@ -59,6 +62,7 @@ impl Default for Options {
             handle_signals: false,
             config_path: None,
             admin: AdminChoice::Off,
+            stats_from_config: false,
         }
     }
 }
@@ -99,7 +103,11 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
         tls,
         admin,
         access_log,
+        stats: mut stats_settings,
     } = config;
+    if !options.stats_from_config {
+        stats_settings.target = stats::Target::Memory;
+    }
     let admin = match options.admin {
         AdminChoice::FromConfig => admin,
         AdminChoice::Off => None,
@@ -146,7 +154,19 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
     let server_config = tls.as_ref().map(TlsSettings::server_config);
 
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-    let stats = Stats::new(listeners.len());
+    // The store is opened before the workers start, so `/stats` begins from it.
+    let (store, lifetime) = stats::open(&stats_settings);
+    let (recorder_handle, recorder_inbox) = stats::channel();
+    let stats = Stats::with_store(listeners.len(), lifetime, Some(recorder_handle.clone()));
+    let recorder = stats::Recorder::spawn(
+        store,
+        stats_settings,
+        stats.clone(),
+        snapshot.clone(),
+        recorder_inbox,
+        recorder_handle,
+    )
+    .map_err(StartError::Thread)?;
     let access_log = access_log
         .map(|settings| AccessLog::start(&settings).map_err(StartError::AccessLog))
         .transpose()?;
@@ -248,6 +268,8 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
             if let Some(admin) = admin_thread {
                 let _ = admin.join();
             }
+            // Last, so the store gets every request the workers answered.
+            recorder.stop();
             report
         })
         .map_err(StartError::Thread)?;

@@ -52,6 +52,15 @@ pub enum Command {
         /// The YAML config file to validate.
         config: PathBuf,
     },
+    /// Print the stats the config's store keeps, without a running gateway.
+    Stats {
+        /// The YAML config file whose `stats.store` to read.
+        #[arg(long, default_value = "config.yml")]
+        config: PathBuf,
+        /// Only the last DURATION (e.g. 5m, 1h, 24h) instead of the lifetime totals.
+        #[arg(long)]
+        window: Option<String>,
+    },
 }
 
 fn parse_admin(text: &str) -> Result<crate::app::AdminChoice, String> {

@@ -199,14 +199,15 @@ impl ControlPlane {
             tls,
             admin: _,
             access_log: _,
+            stats: _,
         } = config::load(path).map_err(ReloadError::Invalid)?;
         let carried = snapshot.carry_over(&self.snapshot.load());
         // TLS settings have no equality (certificate files may change under
         // the same paths), so any reload with TLS on either side says so.
         if limits != self.limits || tls.is_some() || self.tls {
             warn!(
-                "`limits`, `tls` (certificates included), `admin` and `access_log` are \
-                 read at start only; restart rgate to apply changes to them"
+                "`limits`, `tls` (certificates included), `admin`, `access_log` and `stats` \
+                 are read at start only; restart rgate to apply changes to them"
             );
         }
         let report = ReloadReport {

@@ -49,6 +49,26 @@ fn main() -> ExitCode {
         };
     }
 
+    if let Some(Command::Stats { config, window }) = &cli.command {
+        let loaded = match config::load(config) {
+            Ok(loaded) => loaded,
+            Err(errors) => {
+                eprint!("{errors}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        };
+        return match rgate::observe::stats::command(&loaded.stats, window.as_deref()) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(problem) => {
+                eprintln!("{problem}");
+                ExitCode::from(EXIT_START_FAILED)
+            }
+        };
+    }
+
     let loaded = match config::load(&cli.config) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -67,6 +87,7 @@ fn main() -> ExitCode {
         handle_signals: true,
         config_path: Some(cli.config),
         admin: cli.admin.unwrap_or(app::AdminChoice::FromConfig),
+        stats_from_config: true,
     };
     match app::start(loaded, &options) {
         Ok(running) => {

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use self::views::{BackendsView, RoutesView};
 use crate::control::{ReloadError, ReloadRequest};
 use crate::observe::metrics::ReloadCounts;
-use crate::observe::stats::Stats;
+use crate::observe::stats::{self, Stats};
 use crate::snapshot::SnapshotHandle;
 use prometheus_client::registry::Registry;
 
@@ -128,7 +128,12 @@ impl AdminState {
                 },
             ),
             ("/readyz", true, _) => self.readiness(),
-            ("/stats", true, _) => json(StatusCode::OK, &self.stats.report()),
+            ("/stats", true, _) => {
+                let snapshot = self.snapshot.load_full();
+                let (status, body) =
+                    stats::respond(self.stats.answer(request.uri().query(), &snapshot).await);
+                json_body(status, body)
+            }
             ("/metrics", true, _) => {
                 let openmetrics = request
                     .headers()
@@ -286,7 +291,10 @@ fn refuse_method(allow: &'static str) -> Answer {
 }
 
 fn json(status: StatusCode, body: &impl Serialize) -> Answer {
-    let body = serde_json::to_vec(body).unwrap_or_default();
+    json_body(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+fn json_body(status: StatusCode, body: Vec<u8>) -> Answer {
     let mut answer = Response::new(Full::new(Bytes::from(body)));
     *answer.status_mut() = status;
     answer.headers_mut().insert(

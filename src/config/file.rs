@@ -35,6 +35,20 @@ pub(crate) struct ConfigFile {
     pub(crate) admin: Option<serde_yaml_ng::Value>,
     /// One line per request (default off).
     pub(crate) access_log: Option<AccessLogFile>,
+    /// Where `/stats` is kept (default: a file next to this one).
+    pub(crate) stats: Option<StatsFile>,
+}
+
+/// The stats store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatsFile {
+    /// An SQLite file (relative to the config's directory), or `none`.
+    pub(crate) store: Option<String>,
+    /// How often counts are written (default 1s).
+    pub(crate) flush_interval: Option<ConfigDuration>,
+    /// How long per-minute rollups are kept (default 7d).
+    pub(crate) retention: Option<ConfigDuration>,
 }
 
 /// The access log.

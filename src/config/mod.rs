@@ -29,6 +29,8 @@ pub struct Config {
     pub admin: Option<std::net::SocketAddr>,
     /// The access log (`None`: off); read at start.
     pub access_log: Option<crate::observe::access_log::Settings>,
+    /// Where `/stats` is kept; read at start.
+    pub stats: crate::observe::stats::Settings,
 }
 
 /// The admin plane's address when the config says nothing: loopback only.

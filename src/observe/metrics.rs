@@ -13,8 +13,13 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use http::StatusCode;
+
+use crate::observe::stats::{Tally, COARSE};
 
 /// `rgate_requests_total{route,backend,code}`, code = status class.
 pub const REQUESTS: &str = "rgate_requests";
@@ -97,6 +102,10 @@ struct RouteSlot {
     duration_us: AtomicU64,
     rate_limited: AtomicU64,
     auth_failures: [AtomicU64; 13],
+    /// Requests whose client left before an answer (no status class).
+    abandoned: AtomicU64,
+    /// For `/stats`: made at the route's first request on this worker.
+    latency: Mutex<Option<Box<Histogram<u64>>>>,
 }
 
 /// A route's counters, one slot per worker. Kept across reloads by route id,
@@ -122,13 +131,22 @@ impl RouteMetrics {
         self.slots.mine()
     }
 
-    /// Counts one answered request (a status of 0 or over 599 is not counted).
-    pub fn record(&self, status: u16, latency: Duration) {
+    /// Counts one request: answered with `status`, or (`None`) abandoned by
+    /// its client. A status of 0 or over 599 is not counted.
+    pub fn record(&self, status: Option<StatusCode>, latency: Duration) {
         let slot = self.slot();
-        if let Some(class) = (status / 100).checked_sub(1).filter(|c| *c < 5) {
-            slot.by_class[usize::from(class)].fetch_add(1, Relaxed);
-        }
+        match status.map(|status| status.as_u16() / 100) {
+            Some(class @ 1..=5) => slot.by_class[usize::from(class - 1)].fetch_add(1, Relaxed),
+            Some(_) => 0,
+            None => slot.abandoned.fetch_add(1, Relaxed),
+        };
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        // Only this worker and the rare `/stats` reader take this lock.
+        slot.latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| Box::new(crate::observe::stats::histogram(COARSE)))
+            .saturating_record(us.max(1));
         let bucket = BUCKETS_US
             .iter()
             .position(|bound| us <= *bound)
@@ -145,6 +163,23 @@ impl RouteMetrics {
         if let Some(i) = AUTH_REASONS.iter().position(|r| *r == reason) {
             self.slot().auth_failures[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// The `/stats` tally over every worker's slot: 1xx–3xx succeed, 4xx,
+    /// 5xx and abandoned requests fail (the contract's split; a route's 1xx
+    /// is always a 101, the only informational status it answers with).
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally::new(COARSE);
+        for slot in self.slots.all() {
+            let class = |i: usize| slot.by_class[i].load(Relaxed);
+            tally.success += class(0) + class(1) + class(2);
+            tally.error += class(3) + class(4) + slot.abandoned.load(Relaxed);
+            tally.total_micros += slot.duration_us.load(Relaxed);
+            if let Some(latency) = &*slot.latency.lock().unwrap_or_else(PoisonError::into_inner) {
+                let _ = tally.latency.add(&**latency);
+            }
+        }
+        tally
     }
 
     /// The sums over every worker's slot.
@@ -367,25 +402,33 @@ mod tests {
     #[test]
     fn classes_buckets_and_sums_add_up_over_workers() {
         let metrics = RouteMetrics::default();
-        metrics.record(200, Duration::from_micros(300));
-        metrics.record(204, Duration::from_millis(3));
+        let status = |code| Some(StatusCode::from_u16(code).unwrap());
+        metrics.record(status(200), Duration::from_micros(300));
+        metrics.record(status(204), Duration::from_millis(3));
         set_worker(1);
-        metrics.record(503, Duration::from_secs(30));
+        metrics.record(status(503), Duration::from_secs(30));
+        metrics.record(None, Duration::from_millis(1));
         metrics.rate_limited();
         metrics.auth_failure("expired");
         metrics.auth_failure("not a reason");
         set_worker(0);
         let totals = metrics.totals();
         assert_eq!(totals.by_class, [0, 2, 0, 0, 1]);
-        // Cumulative: ≤0.5 ms holds 300 µs, ≤5 ms adds 3 ms, +Inf the 30 s.
+        // Cumulative: ≤0.5 ms holds 300 µs, ≤1 ms adds the abandoned
+        // request's 1 ms, ≤5 ms the 3 ms, +Inf the 30 s.
         assert_eq!(totals.buckets[0], 1);
-        assert_eq!(totals.buckets[3], 2);
-        assert_eq!(totals.buckets[13], 2);
-        assert_eq!(totals.buckets[14], 3);
-        assert!((totals.duration_seconds - 30.0033).abs() < 1e-6);
+        assert_eq!(totals.buckets[1], 2);
+        assert_eq!(totals.buckets[3], 3);
+        assert_eq!(totals.buckets[13], 3);
+        assert_eq!(totals.buckets[14], 4);
+        assert!((totals.duration_seconds - 30.0043).abs() < 1e-6);
         assert_eq!(totals.rate_limited, 1);
         assert_eq!(totals.auth_failures[6], 1);
         assert_eq!(totals.auth_failures.iter().sum::<u64>(), 1);
+        let tally = metrics.tally();
+        assert_eq!((tally.success, tally.error), (2, 2));
+        assert_eq!(tally.latency.len(), 4);
+        assert!((tally.latency.value_at_quantile(0.5) as f64 - 1000.0).abs() < 10.0);
     }
 
     #[test]

@@ -60,8 +60,8 @@ impl Drop for RequestCtx<'_> {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         self.shard.record(self.status, elapsed);
-        if let (Some(metrics), Some(status)) = (self.metrics, self.status) {
-            metrics.record(status.as_u16(), elapsed);
+        if let Some(metrics) = self.metrics {
+            metrics.record(self.status, elapsed);
         }
         if let Some((log, mut entry)) = self.log.take() {
             entry.status = self.status.map(|s| s.as_u16());

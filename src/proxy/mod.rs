@@ -33,7 +33,7 @@ use tracing::debug;
 
 use crate::error::GatewayError;
 use crate::observe::access_log::{AccessLog, Entry};
-use crate::observe::stats::{Stats, StatsShard};
+use crate::observe::stats::{self, Stats, StatsShard};
 use crate::path::normalize;
 use crate::policy::cors;
 use crate::policy::decision::Decision;
@@ -107,7 +107,9 @@ impl Gateway {
         let normalized = normalize::path(request.uri().path());
         let path = normalized.as_deref().unwrap_or(request.uri().path());
         if path == RESERVED_PATH && checked.is_ok() {
-            return gateway.stats_response(request.method());
+            return gateway
+                .stats_response(request.method(), request.uri().query())
+                .await;
         }
         // Exactly one load: the request keeps this snapshot to the end (and
         // past its context, which borrows the route's counters from it).
@@ -284,7 +286,7 @@ impl Gateway {
         response
     }
 
-    fn stats_response(&self, method: &Method) -> Response<ResponseBody> {
+    async fn stats_response(&self, method: &Method, query: Option<&str>) -> Response<ResponseBody> {
         if method != Method::GET && method != Method::HEAD {
             let mut response = response::json(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -296,8 +298,9 @@ impl Gateway {
             );
             return response;
         }
-        let body = serde_json::to_vec(&self.stats.report()).unwrap_or_default();
-        response::json(StatusCode::OK, body)
+        let snapshot = self.snapshot.load_full();
+        let (status, body) = stats::respond(self.stats.answer(query, &snapshot).await);
+        response::json(status, body)
     }
 }
 

@@ -262,3 +262,55 @@ pub(super) fn compile_access_log(
         buffer,
     })
 }
+
+/// `stats`: the store (by default `NAME.stats.db` beside the config file
+/// `NAME.yml`), how often it is written and how long rollups are kept.
+pub(super) fn compile_stats(
+    stats: Option<crate::config::file::StatsFile>,
+    config: &std::path::Path,
+    problems: &mut Problems<'_>,
+) -> crate::observe::stats::Settings {
+    use crate::observe::stats::{Settings, Target, DEFAULT_FLUSH_INTERVAL, DEFAULT_RETENTION};
+    let beside = || {
+        let stem = config
+            .file_stem()
+            .map_or_else(|| "rgate".into(), |stem| stem.to_string_lossy());
+        Target::File(config.with_file_name(format!("{stem}.stats.db")))
+    };
+    let Some(stats) = stats else {
+        return Settings::new(beside());
+    };
+    let base = config.parent().unwrap_or(std::path::Path::new(""));
+    let target = match stats.store.as_deref().map(str::trim) {
+        None => beside(),
+        Some("none") => Target::Memory,
+        Some("") => {
+            problems.add("stats.store", "must be a file or `none`");
+            Target::Memory
+        }
+        Some(path) => Target::File(base.join(path)),
+    };
+    let flush_interval = super::positive(
+        problems,
+        "stats.flush_interval".into(),
+        stats.flush_interval,
+        DEFAULT_FLUSH_INTERVAL,
+    );
+    let retention = super::positive(
+        problems,
+        "stats.retention".into(),
+        stats.retention,
+        DEFAULT_RETENTION,
+    );
+    if retention < std::time::Duration::from_secs(60) {
+        problems.add(
+            "stats.retention",
+            "must be at least 1m (rollups are per minute)",
+        );
+    }
+    Settings {
+        target,
+        flush_interval,
+        retention,
+    }
+}

@@ -66,6 +66,7 @@ pub(crate) fn compile(
         rate_limit_store,
         admin,
         access_log,
+        stats,
     } = file;
     let mut problems = Problems {
         file: path,
@@ -113,6 +114,7 @@ pub(crate) fn compile(
     let admin = listener::compile_admin(admin, &mut problems);
     let access_log =
         access_log.and_then(|log| listener::compile_access_log(&log, base, &mut problems));
+    let stats = listener::compile_stats(stats, path, &mut problems);
 
     if !problems.list.is_empty() {
         return Err(problems.list);
@@ -132,6 +134,7 @@ pub(crate) fn compile(
         tls,
         admin,
         access_log,
+        stats,
     })
 }
 
