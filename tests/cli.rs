@@ -3,87 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const RGATE: &str = env!("CARGO_BIN_EXE_rgate");
+#[path = "support/process.rs"]
+mod process;
 
-fn write_config(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
-    file.write_all(text.as_bytes()).unwrap();
-    file
-}
-
-/// A running rgate process, killed on drop.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Gateway {
-    fn start(config: &std::path::Path) -> Self {
-        let mut child = Command::new(RGATE)
-            .args([
-                "--port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--workers",
-                "2",
-                "--admin",
-                "off",
-                "--config",
-            ])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("rgate exited before listening")
-                .unwrap();
-            if let Some(rest) = line
-                .split("addr=")
-                .nth(1)
-                .filter(|_| line.contains("rgate listening"))
-            {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        // Keep draining stderr so rgate never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, addr }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use process::{http_get, write_config, Gateway, RGATE};
 
 /// Runs `rgate check PATH`.
 fn check(path: &std::path::Path) -> std::process::Output {
@@ -186,18 +114,6 @@ fn a_missing_config_file_is_refused() {
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/rgate.yml: cannot read"));
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 #[test]

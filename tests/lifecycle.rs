@@ -14,14 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const RGATE: &str = env!("CARGO_BIN_EXE_rgate");
-const POLL: Duration = Duration::from_millis(5);
+#[path = "support/process.rs"]
+mod process;
 
-fn write_config(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
-    file.write_all(text.as_bytes()).unwrap();
-    file
-}
+use process::{write_config, RGATE};
+const POLL: Duration = Duration::from_millis(5);
 
 /// A running rgate process, killed on drop so a failing test leaves nothing behind.
 struct Rgate {

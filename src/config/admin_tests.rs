@@ -98,3 +98,44 @@ fn the_access_log_is_off_by_default_and_checked_when_on() {
         "stdout",
     );
 }
+
+#[test]
+fn stats_are_kept_beside_the_config_by_default() {
+    use crate::observe::stats::{Settings, Target};
+    let stats = |yaml: &str| {
+        parse(
+            &format!("{yaml}\n{BACKEND}"),
+            Path::new("/etc/rgate/edge.yml"),
+        )
+        .unwrap()
+        .stats
+    };
+    assert_eq!(
+        stats(""),
+        Settings::new(Target::File("/etc/rgate/edge.stats.db".into()))
+    );
+    assert_eq!(stats("stats: {store: none}").target, Target::Memory);
+    let custom = stats("stats: {store: data/s.db, flush_interval: 5s, retention: 24h}");
+    assert_eq!(custom.target, Target::File("/etc/rgate/data/s.db".into()));
+    assert_eq!(custom.flush_interval, std::time::Duration::from_secs(5));
+    assert_eq!(custom.retention, std::time::Duration::from_secs(86_400));
+}
+
+#[test]
+fn bad_stats_settings_are_refused() {
+    refused(
+        &format!("stats: {{store: \"\"}}\n{BACKEND}"),
+        "stats.store",
+        "a file or `none`",
+    );
+    refused(
+        &format!("stats: {{flush_interval: 0s}}\n{BACKEND}"),
+        "stats.flush_interval",
+        "greater than zero",
+    );
+    refused(
+        &format!("stats: {{retention: 30s}}\n{BACKEND}"),
+        "stats.retention",
+        "at least 1m",
+    );
+}

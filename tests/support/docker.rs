@@ -528,7 +528,8 @@ pub(crate) struct Gateway {
     /// The admin plane, on a loopback port picked at start.
     pub(crate) admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
-    config: tempfile::NamedTempFile,
+    config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Gateway {
@@ -536,13 +537,13 @@ impl Gateway {
     /// `rgate --port 0 --bind 127.0.0.1 --config <file>`, waiting (bounded)
     /// for its `rgate listening addr=` line.
     pub(crate) fn start(yaml: &str) -> Gateway {
-        let mut config = tempfile::Builder::new()
+        // A directory of its own: the stats store is kept beside the config.
+        let dir = tempfile::Builder::new()
             .prefix("rgate-docker-test-")
-            .suffix(".yml")
-            .tempfile()
-            .expect("temp config file");
-        config.write_all(yaml.as_bytes()).expect("write config");
-        config.flush().expect("flush config");
+            .tempdir()
+            .expect("temp config dir");
+        let config = dir.path().join("rgate.yml");
+        std::fs::write(&config, yaml).expect("write config");
 
         // A free port for the admin plane (bound, then released).
         let admin = std::net::TcpListener::bind("127.0.0.1:0")
@@ -560,7 +561,7 @@ impl Gateway {
             ])
             .arg(admin.to_string())
             .arg("--config")
-            .arg(config.path())
+            .arg(&config)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -605,6 +606,7 @@ impl Gateway {
             admin,
             log,
             config,
+            _dir: dir,
         }
     }
 
@@ -612,7 +614,7 @@ impl Gateway {
     /// (bounded) until rgate logs the reload.
     pub(crate) fn rewrite_config(&self, yaml: &str) {
         let before = self.log_text().matches("config reloaded").count();
-        std::fs::write(self.config.path(), yaml).expect("rewrite config");
+        std::fs::write(&self.config, yaml).expect("rewrite config");
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.log_text().matches("config reloaded").count() == before {
             assert!(

@@ -15,6 +15,8 @@
 mod document;
 mod recorder;
 mod store;
+#[cfg(test)]
+mod store_tests;
 mod table;
 mod tally;
 
