@@ -199,6 +199,12 @@ rgate_ensure_redis() {
 }
 
 # promtool (Debian package prometheus) checks the admin plane's /metrics.
+# Headless Chromium for the dashboard test (Debian's package).
+rgate_ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 || rgate_apt_install_no_services chromium
+  command -v chromium >/dev/null 2>&1 || rgate_die "chromium is not installed"
+}
+
 rgate_ensure_promtool() {
   command -v promtool >/dev/null 2>&1 || rgate_apt_install_no_services prometheus
   command -v promtool >/dev/null 2>&1 || rgate_die "promtool is not installed"

@@ -2,10 +2,10 @@
 # The project's test command: formatting, lints, build, example configs, the
 # whole test suite including the Docker end-to-end tests, then the demo as a
 # smoke test. On a fresh Debian 12 machine (root) it installs Docker,
-# busybox-static, redis-server and prometheus, and starts dockerd and a throwaway Redis
-# itself, and promtool (Debian's prometheus) for the metrics check. Exits
-# non-zero on any failure; fails (never skips) when Docker, Redis or
-# promtool cannot be brought up.
+# busybox-static, redis-server, prometheus and chromium, and starts dockerd and
+# a throwaway Redis itself; promtool (Debian's prometheus) checks the metrics
+# and headless Chromium the dashboard. Exits non-zero on any failure; fails
+# (never skips) when Docker, Redis, promtool or Chromium cannot be brought up.
 #
 # Environment:
 #   RGATE_SKIP_DEMO=1      skip the final `scripts/demo.sh --once`
@@ -38,6 +38,9 @@ rgate_start_redis
 step "promtool"
 rgate_ensure_promtool
 
+step "chromium"
+rgate_ensure_chromium
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"
   cargo install cargo-nextest --locked
@@ -67,7 +70,7 @@ step "test image"
 scripts/build-test-image.sh --if-changed target/debug/rgate-upstream
 
 step "cargo nextest (with the Docker and Redis tests)"
-RGATE_DOCKER_TESTS=1 RGATE_REDIS_TESTS=1 RGATE_PROMTOOL_TESTS=1 cargo nextest run --workspace --run-ignored all --no-fail-fast
+RGATE_DOCKER_TESTS=1 RGATE_REDIS_TESTS=1 RGATE_PROMTOOL_TESTS=1 RGATE_BROWSER_TESTS=1 cargo nextest run --workspace --run-ignored all --no-fail-fast
 
 if [[ ${RGATE_SKIP_DEMO:-} != 1 ]]; then
   step "demo smoke test"

@@ -67,6 +67,15 @@ async fn health_stats_routes_and_backends_answer_after_traffic() {
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(json(&admin_stats), json(&main_stats));
     assert_eq!(json(&admin_stats)["requests_count"]["success"], 3);
+    // By route and backend: the longer prefix took the three GETs.
+    let by_route = &json(&admin_stats)["routes"];
+    assert_eq!(by_route["long"]["requests_count"]["success"], 3);
+    assert_eq!(by_route["long"]["backend"], "b");
+    assert_eq!(by_route["short"]["requests_count"]["success"], 0);
+    assert_eq!(
+        json(&admin_stats)["backends"]["b"]["requests_count"]["success"],
+        3
+    );
 
     // Precedence order: the host route, then the longer prefix.
     let (_, _, body) = fetch(admin, "/routes").await;
@@ -98,6 +107,22 @@ async fn health_stats_routes_and_backends_answer_after_traffic() {
     assert_eq!(endpoint["ejected"], false);
     assert_eq!(endpoint["breaker"], "closed");
     assert_eq!(endpoint["in_flight"], 0);
+
+    // The dashboard: one page, nothing loaded from elsewhere.
+    let (status, headers, page) = fetch(admin, "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("fetch(path"),
+        "the page reads the JSON endpoints"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external asset"
+    );
 
     // Unknown paths and wrong methods.
     let (status, _, body) = fetch(admin, "/nope").await;

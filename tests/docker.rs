@@ -10,6 +10,9 @@
 #[path = "support/docker.rs"]
 mod support;
 
+#[path = "support/browser.rs"]
+mod browser;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -101,6 +104,66 @@ fn container_needs_all_labels_to_get_traffic() {
 
     // Discovery's own counters, labelled by daemon: the first listing.
     assert!(gw.admin_metric("rgate_docker_resyncs_total{host=") >= 1.0);
+}
+
+#[test]
+#[ignore = "needs Docker: run with RGATE_DOCKER_TESTS=1 --run-ignored all"]
+fn the_dashboard_shows_containers_their_state_and_why_one_is_not_routed() {
+    let Some(run) = DockerRun::new() else { return };
+    let Some(chromium) = browser::chromium() else {
+        return;
+    };
+    let app = run.unique("shop");
+    let routed = run.container("routed").production(&app).start();
+    let partial = run.container("partial").label("app_name", &app).start();
+    let gw = Gateway::start(&config_yaml(&[BackendSpec::new("shop", &prod(&app))], ""));
+    gw.wait_routed_to("/shop/x", &routed.name, Instant::now(), SETTLE);
+    let deadline = Instant::now() + SETTLE;
+    while gw.admin_json("/readyz")["status"] != "ready" {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(gw.tally("/shop/x", 40).get(&routed.name), Some(&40));
+
+    let url = format!("http://{}/", gw.admin);
+    let dom = browser::dom(&chromium, &url);
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "the page never loaded its data:\n{dom}"
+    );
+    let endpoint = browser::row(&dom, "data-endpoint", &routed.name)
+        .unwrap_or_else(|| panic!("{} is not listed:\n{dom}", routed.name));
+    assert!(endpoint.contains(">healthy<"), "{endpoint}");
+    assert!(endpoint.contains("127.0.0.1:"), "{endpoint}");
+    let excluded = browser::row(&dom, "data-excluded", &partial.name)
+        .unwrap_or_else(|| panic!("{} is not listed as excluded:\n{dom}", partial.name));
+    assert!(
+        excluded.contains("missing label env=production"),
+        "{excluded}"
+    );
+    // The route's row: its lifetime count (the readiness probes above
+    // included) and a p99 from the last minute.
+    let route = browser::row(&dom, "data-route", "/shop").unwrap_or_else(|| panic!("{dom}"));
+    let lifetime: u64 = route
+        .rsplit("<td class=\"num\">")
+        .next()
+        .and_then(|cell| cell.split('<').next())
+        .map(|n| n.replace(',', ""))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no lifetime count: {route}"));
+    assert!(lifetime >= 40, "{route}");
+    assert!(route.contains(" ms<"), "{route}");
+
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("dashboard.png");
+    browser::screenshot(&chromium, &url, &shot);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
 }
 
 #[test]

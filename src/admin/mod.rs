@@ -5,9 +5,10 @@
 //!
 //! | endpoint | answer |
 //! |---|---|
+//! | `GET /` | the dashboard: one self-contained page that reads the endpoints below |
 //! | `GET /healthz` | 200 `{"status":"ok"}` while the process runs |
 //! | `GET /readyz` | 200 once every Docker backend has been listed; 503 with the reason before that and while draining |
-//! | `GET /stats` | the main port's `/stats` document |
+//! | `GET /stats` | the main port's `/stats` document (lifetime, or `?window=5m`) |
 //! | `GET /metrics` | Prometheus metrics: OpenMetrics when asked for, else the classic text format |
 //! | `GET /routes` | the route table in precedence order, with the config version |
 //! | `GET /backends` | every backend, its endpoints and their state |
@@ -120,6 +121,7 @@ impl AdminState {
         let method = request.method().clone();
         let read = method == Method::GET || method == Method::HEAD;
         match (request.uri().path(), read, method == Method::POST) {
+            ("/", true, _) => dashboard(),
             ("/healthz", true, _) => json(
                 StatusCode::OK,
                 &Status {
@@ -153,7 +155,7 @@ impl AdminState {
             }
             ("/config/reload", _, true) => self.reload().await,
             (
-                "/healthz" | "/readyz" | "/stats" | "/metrics" | "/routes" | "/backends",
+                "/" | "/healthz" | "/readyz" | "/stats" | "/metrics" | "/routes" | "/backends",
                 false,
                 _,
             ) => refuse_method("GET, HEAD"),
@@ -275,6 +277,27 @@ fn not_ready(reason: String) -> Answer {
             reason: Some(reason),
         },
     )
+}
+
+/// The dashboard page. Everything it needs is inline (the machine may be
+/// offline), and its policy lets it talk to this origin only.
+fn dashboard() -> Answer {
+    static PAGE: &str = include_str!("dashboard.html");
+    let mut answer = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+    let headers = answer.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    answer
 }
 
 fn refuse_method(allow: &'static str) -> Answer {

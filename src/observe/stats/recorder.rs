@@ -22,6 +22,10 @@ use crate::snapshot::SnapshotHandle;
 const INBOX: usize = 64;
 /// Longest a `?window=` question waits for its answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+/// A window question first writes what is pending, unless a write happened
+/// this recently: answers are current, and a flood of questions costs at
+/// most ten writes a second.
+const FRESH_ENOUGH: Duration = Duration::from_millis(100);
 
 enum Message {
     Window {
@@ -107,6 +111,7 @@ pub struct Recorder {
     pruned: i64,
     /// A write failed and the next success is to be logged.
     failing: bool,
+    last_flush: Instant,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -164,6 +169,7 @@ impl Recorder {
             written_all,
             pruned: i64::MIN,
             failing: false,
+            last_flush: Instant::now(),
         };
         let thread = thread::Builder::new()
             .name("rgate-stats".into())
@@ -177,6 +183,9 @@ impl Recorder {
         loop {
             match inbox.recv_timeout(next.saturating_duration_since(Instant::now())) {
                 Ok(Message::Window { minutes, reply }) => {
+                    if self.last_flush.elapsed() >= FRESH_ENOUGH {
+                        self.flush();
+                    }
                     let since = minute_now() - i64::try_from(minutes).unwrap_or(i64::MAX) + 1;
                     let answer = self.store.as_ref().and_then(|store| {
                         store
@@ -200,6 +209,7 @@ impl Recorder {
 
     /// Adds what every counter gained since the last write to the store.
     fn flush(&mut self) {
+        self.last_flush = Instant::now();
         if self.store.is_none() {
             return;
         }
