@@ -218,6 +218,8 @@ def main():
             "rgate-breaker": "same route + circuit breaker + outlier ejection",
             "rgate-chain": "full chain: shaping + CORS + auth ES256 + limit (memory) + breaker",
             "rgate-logged": "same route + access log (JSON lines to a file)",
+            "rgate-stored": "same route + stats kept in SQLite (flushed every 1 s)",
+            "rgate-observed": "same route + access log + stats in SQLite",
         }
         L.append("")
         L.append("### Marginal cost (rgate, same traffic, one config change)")

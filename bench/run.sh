@@ -22,7 +22,7 @@ RATE=5000            # req/s of the fixed-rate (open model) latency run
 CONNS=64             # keep-alive connections of every load run
 ONLY="rgate,nginx,haproxy,nginx-fwd,haproxy-fwd"
 UPSTREAM_KIND=stub   # stub = target/release/rgate-upstream; nginx = nginx `return 200`
-BASE_PORT=18380      # ports BASE..BASE+19: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, the rgate-* rows, Redis
+BASE_PORT=18380      # ports BASE..BASE+21: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, the rgate-* rows, Redis
 LOAD_CPU=0
 SERVER_CPU=1
 BUILD=1
@@ -48,15 +48,16 @@ Usage: bench/run.sh [options]
                      rgate-routes500, rgate-auth-rs256, rgate-auth-es256,
                      rgate-auth-rs256-cold, rgate-auth-es256-cold (every
                      request verified: token_cache 0), rgate-redis,
-                     rgate-breaker, rgate-chain and rgate-logged (the access
-                     log to a file) (the cost of
-                     each feature, and of table size); `headline` is nginx and
-                     the passthrough, auth, limit, Redis, breaker and full
-                     chain rows
+                     rgate-breaker, rgate-chain, rgate-logged (the access
+                     log to a file), rgate-stored (stats kept in SQLite) and
+                     rgate-observed (both) (the cost of each feature, and of
+                     table size); `headline` is nginx and the passthrough,
+                     auth, limit, Redis, breaker and full chain rows;
+                     `observability` the passthrough and the last three
   --quick            smoke test: 1 round, 3 s runs, 1 s warm-up
   --upstream KIND    stub (default: target/release/rgate-upstream --fixed-body-size 100)
                      or nginx (nginx `return 200` with a 100-byte JSON body)
-  --base-port P      use 127.0.0.1 ports P..P+19 (default 18380); the script
+  --base-port P      use 127.0.0.1 ports P..P+21 (default 18380); the script
                      refuses to run if one of them is taken
   --load-cpu N       CPU of the load generator (default 0)
   --server-cpu N     CPU of the proxy and the upstream (default 1)
@@ -110,16 +111,19 @@ PROXIES=()
 IFS=',' read -r -a _only <<<"$ONLY"
 for t in "${_only[@]}"; do
     case $t in
-        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd|rgate-route1|rgate-shaped|rgate-limited|rgate-routes50|rgate-routes500|rgate-auth-rs256|rgate-auth-es256|rgate-auth-rs256-cold|rgate-auth-es256-cold|rgate-redis|rgate-breaker|rgate-chain|rgate-logged)
+        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd|rgate-route1|rgate-shaped|rgate-limited|rgate-routes50|rgate-routes500|rgate-auth-rs256|rgate-auth-es256|rgate-auth-rs256-cold|rgate-auth-es256-cold|rgate-redis|rgate-breaker|rgate-chain|rgate-logged|rgate-stored|rgate-observed)
             [[ " ${PROXIES[*]-} " == *" $t "* ]] || PROXIES+=("$t") ;;
-        marginal) for m in rgate-route1 rgate-shaped rgate-limited rgate-routes50 rgate-routes500 rgate-auth-rs256 rgate-auth-es256 rgate-auth-rs256-cold rgate-auth-es256-cold rgate-redis rgate-breaker rgate-chain rgate-logged; do
+        marginal) for m in rgate-route1 rgate-shaped rgate-limited rgate-routes50 rgate-routes500 rgate-auth-rs256 rgate-auth-es256 rgate-auth-rs256-cold rgate-auth-es256-cold rgate-redis rgate-breaker rgate-chain rgate-logged rgate-stored rgate-observed; do
+                [[ " ${PROXIES[*]-} " == *" $m "* ]] || PROXIES+=("$m")
+            done ;;
+        observability) for m in rgate-route1 rgate-logged rgate-stored rgate-observed; do
                 [[ " ${PROXIES[*]-} " == *" $m "* ]] || PROXIES+=("$m")
             done ;;
         headline) for m in nginx rgate-route1 rgate-auth-rs256 rgate-auth-es256 rgate-auth-rs256-cold rgate-auth-es256-cold rgate-limited rgate-redis rgate-breaker rgate-chain; do
                 [[ " ${PROXIES[*]-} " == *" $m "* ]] || PROXIES+=("$m")
             done ;;
         direct|"") ;;
-        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, rgate-route1, rgate-shaped, rgate-limited, rgate-routes50, rgate-routes500, rgate-auth-rs256, rgate-auth-es256, rgate-auth-rs256-cold, rgate-auth-es256-cold, rgate-redis, rgate-breaker, rgate-chain, rgate-logged, marginal, headline; direct is implicit)" ;;
+        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, rgate-route1, rgate-shaped, rgate-limited, rgate-routes50, rgate-routes500, rgate-auth-rs256, rgate-auth-es256, rgate-auth-rs256-cold, rgate-auth-es256-cold, rgate-redis, rgate-breaker, rgate-chain, rgate-logged, rgate-stored, rgate-observed, marginal, headline, observability; direct is implicit)" ;;
     esac
 done
 TARGETS=(direct "${PROXIES[@]}")
@@ -145,6 +149,8 @@ declare -A PORT=(
     [rgate-auth-rs256-cold]=$((BASE_PORT + 17))
     [rgate-auth-es256-cold]=$((BASE_PORT + 18))
     [rgate-logged]=$((BASE_PORT + 19))
+    [rgate-stored]=$((BASE_PORT + 20))
+    [rgate-observed]=$((BASE_PORT + 21))
 )
 
 # The marginal-cost rows (rgate-*) all send the same traffic: one path that
@@ -369,6 +375,8 @@ start_proxy() {
                 rgate-redis) routes=1 shaped=(--redis "redis://127.0.0.1:${PORT[redis]}/0") ;;
                 rgate-breaker) routes=1 shaped=(--breaker) ;;
                 rgate-logged) routes=1 shaped=(--access-log "$WORK/access.log") ;;
+                rgate-stored) routes=1 shaped=(--stats-store "$WORK/stats.db") ;;
+                rgate-observed) routes=1 shaped=(--access-log "$WORK/observed.log" --stats-store "$WORK/observed.db") ;;
                 rgate-chain) routes=1 shaped=(--shaped --auth "$WORK/jwks.json" --limited --breaker) ;;
             esac
             python3 "$BENCH_DIR/routes.py" "$routes" "127.0.0.1:${PORT[upstream]}" "${shaped[@]}" >"$WORK/$t.yml"
