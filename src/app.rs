@@ -18,6 +18,7 @@ use crate::control::{ControlPlane, ReloadError, ReloadReport, ReloadRequest, Sig
 use crate::observe::access_log::AccessLog;
 use crate::observe::stats::{self, Stats};
 use crate::proxy::Gateway;
+use crate::server::handover::{self, HandoverServer, Listeners, Taken};
 use crate::server::{self, ConnectionCount, DrainReport, RedirectListener, Worker};
 use crate::tls::TlsSettings;
 
@@ -35,6 +36,10 @@ pub struct Options {
     pub config_path: Option<PathBuf>,
     /// Where the admin plane listens.
     pub admin: AdminChoice,
+    /// Serve handovers on this Unix socket (and, with `take_over`, take the
+    /// listeners from the rgate serving it).
+    pub handover_socket: Option<PathBuf>,
+    pub take_over: bool,
     /// Keep `/stats` in the config's store (the binary); otherwise (the
     /// default for embedding and tests) in memory, per process.
     pub stats_from_config: bool,
@@ -63,6 +68,8 @@ impl Default for Options {
             config_path: None,
             admin: AdminChoice::Off,
             stats_from_config: false,
+            handover_socket: None,
+            take_over: false,
         }
     }
 }
@@ -81,6 +88,64 @@ pub enum StartError {
     Thread(#[source] io::Error),
     #[error("cannot open the access log: {0}")]
     AccessLog(#[source] io::Error),
+    #[error("handover: {0}")]
+    Handover(#[source] io::Error),
+}
+
+/// Binds the listeners, or takes them from the running rgate (`--take-over`).
+fn listeners(
+    options: &Options,
+    admin: Option<SocketAddr>,
+    redirect_port: Option<u16>,
+) -> Result<(Listeners, Option<Taken>), StartError> {
+    let bind = |addr: SocketAddr, count: usize| {
+        server::bind(addr, count).map_err(|source| StartError::Bind { addr, source })
+    };
+    if let (true, Some(path)) = (options.take_over, &options.handover_socket) {
+        let (mut listeners, taken) = handover::take(path).map_err(StartError::Handover)?;
+        // The sockets keep the addresses the previous process had; what this
+        // config adds or removes beside them is bound or closed here.
+        match (admin, &listeners.admin) {
+            (None, _) => listeners.admin = None,
+            (Some(addr), None) => listeners.admin = bind(addr, 1)?.pop(),
+            (Some(_), Some(_)) => {}
+        }
+        match (redirect_port, listeners.redirect.is_empty()) {
+            (None, _) => listeners.redirect.clear(),
+            (Some(port), true) => {
+                listeners.redirect =
+                    bind(SocketAddr::new(options.bind, port), listeners.main.len())?;
+            }
+            (Some(_), false) => {}
+        }
+        return Ok((listeners, Some(taken)));
+    }
+    let admin = admin
+        .map(|addr| bind(addr, 1))
+        .transpose()?
+        .and_then(|mut one| one.pop());
+    let requested = SocketAddr::new(options.bind, options.port);
+    let main = bind(requested, options.workers)?;
+    let port = main
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(requested.port(), |addr| addr.port());
+    let redirect = match redirect_port {
+        // SO_REUSEPORT would let both listeners share the port and split its traffic.
+        Some(redirect) if redirect == port => {
+            return Err(StartError::RedirectPortClash { port: redirect });
+        }
+        Some(redirect) => bind(SocketAddr::new(options.bind, redirect), main.len())?,
+        None => Vec::new(),
+    };
+    Ok((
+        Listeners {
+            main,
+            redirect,
+            admin,
+        },
+        None,
+    ))
 }
 
 /// A running gateway.
@@ -113,42 +178,26 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
         AdminChoice::Off => None,
         AdminChoice::Listen(addr) => Some(addr),
     };
-    // Bound before anything starts, so a taken port stops the start.
-    let admin_listener = admin
-        .map(|addr| {
-            server::bind(addr, 1)
-                .map_err(|source| StartError::Bind { addr, source })
-                .and_then(|mut listeners| {
-                    listeners.pop().ok_or(StartError::Bind {
-                        addr,
-                        source: io::ErrorKind::AddrNotAvailable.into(),
-                    })
-                })
-        })
-        .transpose()?;
+    // Bound (or taken over) before anything starts, so a taken port stops the start.
+    let redirect_port = tls.as_ref().and_then(|tls| tls.redirect_http_port);
+    let (listeners, taken) = listeners(options, admin, redirect_port)?;
+    // Copies for the next handover, made before the workers own the sockets.
+    let handover = options
+        .handover_socket
+        .as_ref()
+        .map(|path| listeners.duplicate().map(|copies| (path.clone(), copies)))
+        .transpose()
+        .map_err(StartError::Handover)?;
+    let Listeners {
+        main: listeners,
+        redirect: redirect_listeners,
+        admin: admin_listener,
+    } = listeners;
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let requested = SocketAddr::new(options.bind, options.port);
-    let listeners =
-        server::bind(requested, options.workers).map_err(|source| StartError::Bind {
-            addr: requested,
-            source,
-        })?;
     let local_addr = listeners
         .first()
         .and_then(|l| l.local_addr().ok())
-        .unwrap_or(requested);
-    let redirect_listeners = match tls.as_ref().and_then(|tls| tls.redirect_http_port) {
-        // SO_REUSEPORT would let both listeners share the port and split its traffic.
-        Some(port) if port == local_addr.port() => {
-            return Err(StartError::RedirectPortClash { port });
-        }
-        Some(port) => {
-            let addr = SocketAddr::new(options.bind, port);
-            server::bind(addr, listeners.len())
-                .map_err(|source| StartError::Bind { addr, source })?
-        }
-        None => Vec::new(),
-    };
+        .unwrap_or(SocketAddr::new(options.bind, options.port));
     let redirect_addr = redirect_listeners.first().and_then(|l| l.local_addr().ok());
     let mut redirect_listeners = redirect_listeners.into_iter();
     let server_config = tls.as_ref().map(TlsSettings::server_config);
@@ -199,6 +248,17 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
         };
         workers.push(worker.spawn().map_err(StartError::Thread)?);
     }
+    if let Some(taken) = taken {
+        // The workers accept on the shared sockets now: the old process may drain.
+        if let Err(error) = taken.confirm() {
+            tracing::warn!(%error, "the previous rgate did not take the handover's confirmation");
+        }
+        info!("took the listeners over from the previous rgate");
+    }
+    let handover = handover
+        .map(|(path, copies)| HandoverServer::bind(&path, copies))
+        .transpose()
+        .map_err(StartError::Handover)?;
 
     let handle_signals = options.handle_signals;
     let config_path = options.config_path.clone();
@@ -259,7 +319,7 @@ pub fn start(config: Config, options: &Options) -> Result<Running, StartError> {
                 };
                 let _ = ready.send(());
                 control
-                    .serve(&mut stop_requested, signals, reload_requests)
+                    .serve(&mut stop_requested, signals, reload_requests, handover)
                     .await;
             });
             let _ = drain.send(true);

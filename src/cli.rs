@@ -40,6 +40,16 @@ pub struct Cli {
     #[arg(long, value_parser = parse_admin)]
     pub admin: Option<crate::app::AdminChoice>,
 
+    /// A Unix socket to hand the listening sockets over on, to a new rgate
+    /// started with --take-over (a restart with no refused connection).
+    #[arg(long, value_name = "PATH")]
+    pub handover_socket: Option<PathBuf>,
+
+    /// Take the listening sockets from the rgate serving --handover-socket,
+    /// which then drains and exits (instead of binding the port).
+    #[arg(long, requires = "handover_socket")]
+    pub take_over: bool,
+
     /// Log filter, e.g. `info` or `rgate=debug` [default: $RUST_LOG, else info].
     #[arg(long)]
     pub log_level: Option<String>,
@@ -51,6 +61,13 @@ pub enum Command {
     Check {
         /// The YAML config file to validate.
         config: PathBuf,
+    },
+    /// Exit 0 if the rgate whose admin plane is at --admin is alive (for
+    /// container health checks), else 1.
+    Healthcheck {
+        /// The admin plane's address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
     },
     /// Print the stats the config's store keeps, without a running gateway.
     Stats {

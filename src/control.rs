@@ -115,7 +115,17 @@ impl ControlPlane {
         stop: &mut watch::Receiver<bool>,
         signals: Option<Signals>,
         mut requests: mpsc::Receiver<ReloadRequest>,
+        handover: Option<crate::server::handover::HandoverServer>,
     ) {
+        // Resolves when a successor has taken the listeners; dropped (closing
+        // this process's copies of the sockets) on any other stop.
+        let handover = async move {
+            match handover {
+                Some(server) => server.serve().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(handover);
         let (changed, mut file_changes) = mpsc::channel(1);
         let _watcher = self
             .config_path
@@ -133,6 +143,7 @@ impl ControlPlane {
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
+                () = &mut handover => break,
                 Some(()) = recv_signal(&mut terminate) => {
                     info!("SIGTERM received; draining");
                     break;

@@ -49,6 +49,16 @@ fn main() -> ExitCode {
         };
     }
 
+    if let Some(Command::Healthcheck { admin }) = &cli.command {
+        return match rgate::admin::probe::healthcheck(*admin) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(problem) => {
+                eprintln!("unhealthy: {problem}");
+                ExitCode::from(EXIT_START_FAILED)
+            }
+        };
+    }
+
     if let Some(Command::Stats { config, window }) = &cli.command {
         let loaded = match config::load(config) {
             Ok(loaded) => loaded,
@@ -88,6 +98,8 @@ fn main() -> ExitCode {
         config_path: Some(cli.config),
         admin: cli.admin.unwrap_or(app::AdminChoice::FromConfig),
         stats_from_config: true,
+        handover_socket: cli.handover_socket,
+        take_over: cli.take_over,
     };
     match app::start(loaded, &options) {
         Ok(running) => {

@@ -1,7 +1,7 @@
 //! The `rgate` binary's lifecycle under load: SIGTERM draining in-flight
-//! requests, and a rolling restart of two processes sharing one port through
-//! `SO_REUSEPORT`. Every client here talks to 127.0.0.1 only, and every load
-//! loop is bounded in requests and time.
+//! requests, a busy port refused, and restarts that hand the listening
+//! sockets from one process to the next. Every client here talks to
+//! 127.0.0.1 only, and every load loop is bounded in requests and time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,6 +33,16 @@ impl Rgate {
     /// Starts rgate and returns once it logs that it listens, or `Err` with
     /// its stderr if it exits first (e.g. the port was taken).
     fn start(config: &std::path::Path, port: u16, drain_timeout: &str) -> Result<Self, String> {
+        Self::start_with(config, port, drain_timeout, &[])
+    }
+
+    /// As [`Rgate::start`], with more flags (e.g. `--handover-socket`).
+    fn start_with(
+        config: &std::path::Path,
+        port: u16,
+        drain_timeout: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> Result<Self, String> {
         let mut child = Command::new(RGATE)
             .args([
                 "--bind",
@@ -50,6 +60,7 @@ impl Rgate {
                 "--admin",
                 "off",
             ])
+            .args(extra)
             .arg("--config")
             .arg(config)
             .stdout(Stdio::null())
@@ -418,72 +429,123 @@ impl Drop for Load {
     }
 }
 
+/// Starts rgate on a port found free, retrying if something takes it meanwhile.
+fn start_on_free_port(config: &std::path::Path, extra: &[&std::ffi::OsStr]) -> Rgate {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match Rgate::start_with(config, free_port(), "10s", extra) {
+            Ok(rgate) => break rgate,
+            Err(stderr) if attempts < 5 => eprintln!("retrying on another port: {stderr}"),
+            Err(stderr) => panic!("rgate did not start: {stderr}"),
+        }
+    }
+}
+
 #[test]
-fn rolling_restart_on_a_shared_port_loses_no_request() {
+fn a_second_rgate_on_a_busy_port_is_refused_and_the_first_keeps_it() {
+    let config = write_config("routes: []\ndefault_response: {body: \"A\", status_code: 200}\n");
+    let a = start_on_free_port(config.path(), &[]);
+    let port = a.addr.port();
+    let stderr = match Rgate::start(config.path(), port, "10s") {
+        Ok(mut b) => panic!(
+            "a second rgate started on the busy port {port}: {:?} ({:?})",
+            b.stderr_text(),
+            b.wait_exit(Duration::from_secs(1))
+        ),
+        Err(stderr) => stderr,
+    };
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the port is in use"), "{stderr}");
+    assert!(stderr.contains("--take-over"), "{stderr}");
+    // Every connection still reaches the first.
+    for _ in 0..50 {
+        assert_eq!(get(a.addr, "/").unwrap(), (200, b"A".to_vec()));
+    }
+}
+
+#[test]
+fn a_handover_under_load_loses_no_request_and_the_old_process_drains_out() {
     // Each process names itself in its answers, so the test sees who served what.
     let config = |name: &str| {
         write_config(&format!(
             "routes: []\ndefault_response: {{body: \"{name}\", status_code: 200}}\n"
         ))
     };
-    let (config_a, config_b) = (config("A"), config("B"));
+    let (config_a, config_b, config_c) = (config("A"), config("B"), config("C"));
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("handover.sock");
+    let handover = [
+        std::ffi::OsStr::new("--handover-socket"),
+        socket.as_os_str(),
+    ];
+    let take_over = [
+        handover[0],
+        handover[1],
+        std::ffi::OsStr::new("--take-over"),
+    ];
 
-    // The port is found free and then released: retry if something takes it meanwhile.
-    let mut attempts = 0;
-    let mut a = loop {
-        attempts += 1;
-        match Rgate::start(config_a.path(), free_port(), "10s") {
-            Ok(rgate) => break rgate,
-            Err(stderr) if attempts < 5 => eprintln!("retrying on another port: {stderr}"),
-            Err(stderr) => panic!("rgate A did not start: {stderr}"),
-        }
-    };
+    let mut a = start_on_free_port(config_a.path(), &handover);
     let port = a.addr.port();
-
-    let load = Load::start(a.addr, 4, 3000, Duration::from_secs(10));
+    let load = Load::start(a.addr, 4, 6000, Duration::from_secs(20));
     wait_until(Duration::from_secs(5), "A to serve some requests", || {
         load.count("A") >= 100
     });
 
-    let b = Rgate::start(config_b.path(), port, "10s").expect("B binds the same port");
+    // B takes A's sockets; A drains and exits on its own, no signal needed.
+    let mut b =
+        Rgate::start_with(config_b.path(), port, "10s", &take_over).expect("B takes over A's port");
     assert_eq!(b.addr.port(), port);
-    wait_until(Duration::from_secs(5), "B to serve some requests", || {
-        load.count("B") >= 50
-    });
-
-    a.sigterm();
     let status = a.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", a.stderr_text());
     let a_exited = Instant::now();
-    let answered_when_a_exited = load.answered();
-
-    // Keep going on B alone for a while.
-    wait_until(
-        Duration::from_secs(5),
-        "B to serve more requests alone",
-        || load.answered() >= answered_when_a_exited + 300,
+    let a_log = a.stderr_text();
+    assert!(
+        a_log.contains("listeners handed over to a new rgate"),
+        "{a_log}"
     );
+    assert!(a_log.contains("rgate stopped"), "{a_log}");
+    let answered_when_a_exited = load.answered();
+    wait_until(Duration::from_secs(5), "B to serve requests alone", || {
+        load.answered() >= answered_when_a_exited + 300
+    });
+
+    // And B hands over again, to C, on the same socket path.
+    let c =
+        Rgate::start_with(config_c.path(), port, "10s", &take_over).expect("C takes over B's port");
+    let status = b.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", b.stderr_text());
+    let b_exited = Instant::now();
+    wait_until(Duration::from_secs(5), "C to serve requests", || {
+        load.count("C") >= 100
+    });
     let sent = load.sent.load(Relaxed);
     let (answers, errors) = load.finish();
 
     let served_by = |name: &str| answers.iter().filter(|(_, b)| b == name).count();
-    let (by_a, by_b) = (served_by("A"), served_by("B"));
+    let (by_a, by_b, by_c) = (served_by("A"), served_by("B"), served_by("C"));
     eprintln!(
-        "rolling restart: {} answered ({by_a} by A, {by_b} by B), {} errors, {} attempted",
+        "handovers: {} answered ({by_a} by A, {by_b} by B, {by_c} by C), {} errors, {} attempted",
         answers.len(),
         errors.len(),
-        sent.min(3000)
+        sent.min(6000)
     );
+    // No refused connection, no reset, no error status through both handovers.
     assert!(errors.is_empty(), "client errors: {errors:?}");
-    assert!(by_a >= 100 && by_b >= 50, "A {by_a}, B {by_b}");
-    assert_eq!(by_a + by_b, answers.len(), "only A and B answer");
-    assert!(
+    assert_eq!(by_a + by_b + by_c, answers.len(), "only A, B and C answer");
+    let only_after = |when: Instant, names: &[&str]| {
         answers
             .iter()
-            .filter(|(started, _)| *started > a_exited)
-            .all(|(_, b)| b == "B"),
-        "only B answers requests started after A exited"
+            .filter(|(started, _)| *started > when)
+            .all(|(_, b)| names.contains(&b.as_str()))
+    };
+    assert!(
+        only_after(a_exited, &["B", "C"]),
+        "A answered after it exited"
     );
-    let stderr = a.stderr_text();
-    assert!(stderr.contains("rgate stopped"), "{stderr}");
+    assert!(only_after(b_exited, &["C"]), "B answered after it exited");
+    drop(c);
 }

@@ -14,6 +14,7 @@
 //! | `GET /backends` | every backend, its endpoints and their state |
 //! | `POST /config/reload` | 200 with the new version, or 400 with every problem (the old config keeps serving) |
 
+pub mod probe;
 pub mod scrape;
 pub mod views;
 

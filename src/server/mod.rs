@@ -5,6 +5,7 @@
 //! spreads connections over workers, and nothing on the request path is
 //! shared between them except the snapshot pointer and read-mostly data.
 
+pub mod handover;
 mod http1;
 
 use std::convert::Infallible;
@@ -98,9 +99,32 @@ const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\ncontent-length: 32\r\nconnection: close\r\n\r\n\
 {\"error\":\"too_many_connections\"}";
 
-/// Binds `count` sockets to the same address with `SO_REUSEPORT`. Port 0 is
-/// resolved by the first bind and reused by the others.
+/// Binds `count` sockets to the same address with `SO_REUSEPORT` (one per
+/// worker, so the kernel spreads connections). Port 0 is resolved by the
+/// first bind and reused by the others.
+///
+/// A port some other socket listens on is refused (`AddrInUse`), as nginx
+/// and HAProxy refuse it: `SO_REUSEPORT` alone would let a second rgate
+/// join the group and silently take part of the traffic. A restart that
+/// keeps the port goes through the handover instead.
 pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        // Without SO_REUSEPORT this bind fails while anyone listens there;
+        // SO_REUSEADDR still lets it pass over connections in TIME_WAIT.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into()).map_err(|error| {
+            if error.kind() == io::ErrorKind::AddrInUse {
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "the port is in use (by another rgate?); to restart rgate on it without \
+                     refusing connections, start the new one with --take-over",
+                )
+            } else {
+                error
+            }
+        })?;
+    }
     let mut listeners = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count.max(1) {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds rgate's image (default tag rgate:local) from a release build,
+# without any registry or base image: a build context holding the Dockerfile
+# and rootfs/ with the binary at /usr/local/bin/rgate and the shared
+# libraries ldd names (at their paths, plus the dynamic loader), built with
+# `docker build`.
+#
+# usage: scripts/build-image.sh [--binary PATH] [TAG]
+#   --binary PATH  use this rgate binary instead of `cargo build --release`
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$RGATE_ROOT"
+
+binary=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --binary) binary=${2:?--binary needs a path}; shift 2 ;;
+    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    -*) rgate_die "unknown option $1" ;;
+    *) break ;;
+  esac
+done
+tag=${1:-rgate:local}
+if [[ -z $binary ]]; then
+  rgate_log "cargo build --release --bin rgate"
+  cargo build --release --bin rgate
+  binary=target/release/rgate
+fi
+[[ -x $binary ]] || rgate_die "$binary is not an executable"
+
+context=$(mktemp -d "${TMPDIR:-/tmp}/rgate-image.XXXXXX")
+trap 'rm -rf "$context"' EXIT
+rootfs=$context/rootfs
+install -D -m 0755 "$binary" "$rootfs/usr/local/bin/rgate"
+# ldd lines are "name => /path (addr)", "/path (addr)" (the loader) or
+# "linux-vdso.so.1 (addr)" (in the kernel, nothing to copy).
+while read -r lib; do
+  [[ -n $lib ]] || continue
+  cp -L --parents "$lib" "$rootfs/"
+done < <(ldd "$binary" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+# /tmp for the stats store's temporary files; /etc/rgate for the config.
+mkdir -p "$rootfs/tmp" "$rootfs/etc/rgate" "$rootfs/var/lib/rgate"
+chmod 1777 "$rootfs/tmp"
+cp Dockerfile "$context/"
+docker build --quiet --label "rgate.binary.sha256=$(sha256sum "$binary" | cut -d' ' -f1)" \
+  -t "$tag" "$context" >/dev/null
+rgate_log "built $tag ($(du -sh "$rootfs" | cut -f1) root filesystem)"
