@@ -5,19 +5,22 @@
 # libraries ldd names (at their paths, plus the dynamic loader), built with
 # `docker build`.
 #
-# usage: scripts/build-image.sh [--binary PATH] [TAG]
+# usage: scripts/build-image.sh [--binary PATH] [--if-changed] [TAG]
 #   --binary PATH  use this rgate binary instead of `cargo build --release`
+#   --if-changed   do nothing when TAG was built from this very binary
+#                  (label rgate.binary.sha256); the compose test calls it so
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$RGATE_ROOT"
 
-binary=""
+binary="" if_changed=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --binary) binary=${2:?--binary needs a path}; shift 2 ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    --if-changed) if_changed=1; shift ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     -*) rgate_die "unknown option $1" ;;
     *) break ;;
   esac
@@ -29,6 +32,19 @@ if [[ -z $binary ]]; then
   binary=target/release/rgate
 fi
 [[ -x $binary ]] || rgate_die "$binary is not an executable"
+sum=$(sha256sum "$binary" | cut -d' ' -f1)
+built_from() {
+  docker image inspect --format '{{index .Config.Labels "rgate.binary.sha256"}}' "$tag" 2>/dev/null || true
+}
+if [[ -n $if_changed && $(built_from) == "$sum" ]]; then
+  exit 0
+fi
+# Parallel test processes may all find the image stale: one builds.
+exec 9>>"${TMPDIR:-/tmp}/rgate-image.lock"
+flock 9
+if [[ -n $if_changed && $(built_from) == "$sum" ]]; then
+  exit 0
+fi
 
 context=$(mktemp -d "${TMPDIR:-/tmp}/rgate-image.XXXXXX")
 trap 'rm -rf "$context"' EXIT
@@ -44,6 +60,6 @@ done < <(ldd "$binary" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } 
 mkdir -p "$rootfs/tmp" "$rootfs/etc/rgate" "$rootfs/var/lib/rgate"
 chmod 1777 "$rootfs/tmp"
 cp Dockerfile "$context/"
-docker build --quiet --label "rgate.binary.sha256=$(sha256sum "$binary" | cut -d' ' -f1)" \
+docker build --quiet --label "rgate.binary.sha256=$sum" \
   -t "$tag" "$context" >/dev/null
 rgate_log "built $tag ($(du -sh "$rootfs" | cut -f1) root filesystem)"

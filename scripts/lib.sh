@@ -199,6 +199,12 @@ rgate_ensure_redis() {
 }
 
 # promtool (Debian package prometheus) checks the admin plane's /metrics.
+# docker-compose (Debian's 1.29) for the compose test.
+rgate_ensure_compose() {
+  command -v docker-compose >/dev/null 2>&1 || rgate_apt_install_no_services docker-compose
+  command -v docker-compose >/dev/null 2>&1 || rgate_die "docker-compose is not installed"
+}
+
 # Headless Chromium for the dashboard test (Debian's package).
 rgate_ensure_chromium() {
   command -v chromium >/dev/null 2>&1 || rgate_apt_install_no_services chromium

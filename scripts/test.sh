@@ -2,7 +2,7 @@
 # The project's test command: formatting, lints, build, example configs, the
 # whole test suite including the Docker end-to-end tests, then the demo as a
 # smoke test. On a fresh Debian 12 machine (root) it installs Docker,
-# busybox-static, redis-server, prometheus and chromium, and starts dockerd and
+# busybox-static, redis-server, prometheus, chromium and docker-compose, and starts dockerd and
 # a throwaway Redis itself; promtool (Debian's prometheus) checks the metrics
 # and headless Chromium the dashboard. Exits non-zero on any failure; fails
 # (never skips) when Docker, Redis, promtool or Chromium cannot be brought up.
@@ -40,6 +40,9 @@ rgate_ensure_promtool
 
 step "chromium"
 rgate_ensure_chromium
+
+step "docker-compose"
+rgate_ensure_compose
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"

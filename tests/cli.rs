@@ -235,3 +235,27 @@ fn sigusr1_reopens_the_access_log_for_logrotate() {
         "nothing more in the rotated file"
     );
 }
+
+#[test]
+fn healthcheck_asks_the_admin_plane() {
+    let file = write_config("routes: []\ndefault_response: {body: hi, status_code: 200}\n");
+    let gateway = Gateway::start_with(file.path(), &["--admin", "127.0.0.1:0"]);
+    let admin = gateway.admin.unwrap().to_string();
+    let healthy = Command::new(RGATE)
+        .args(["healthcheck", "--admin", &admin])
+        .output()
+        .unwrap();
+    assert!(healthy.status.success(), "{healthy:?}");
+
+    // Nothing listening there: exit 1, and why.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let unhealthy = Command::new(RGATE)
+        .args(["healthcheck", "--admin", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(unhealthy.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unhealthy.stderr);
+    assert!(stderr.contains("unhealthy") && stderr.contains(&addr), "{stderr}");
+}

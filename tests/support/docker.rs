@@ -154,6 +154,40 @@ fn ensure_image() {
     });
 }
 
+/// rgate's own image, as `scripts/build-image.sh` builds it for users, from
+/// the binary of this test build (rebuilt only when the binary changed).
+/// Used by tests/compose.rs.
+#[allow(dead_code)]
+pub(crate) const RGATE_IMAGE: &str = "rgate-test:latest";
+
+#[allow(dead_code)]
+pub(crate) fn ensure_rgate_image() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let out = Command::new("bash")
+            .current_dir(repo_root())
+            .args(["scripts/build-image.sh", "--if-changed", "--binary"])
+            .arg(env!("CARGO_BIN_EXE_rgate"))
+            .arg(RGATE_IMAGE)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn scripts/build-image.sh");
+        assert!(
+            out.status.success(),
+            "scripts/build-image.sh failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// The repository's root, for files the tests use as users would.
+#[allow(dead_code)]
+pub(crate) fn repo() -> &'static Path {
+    repo_root()
+}
+
 /// An id unique across parallel test processes and threads.
 pub(crate) fn unique_id() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
