@@ -58,12 +58,12 @@ const RATE_LIMIT_SWEEP: std::time::Duration = std::time::Duration::from_secs(10)
 pub(crate) struct ControlPlane {
     config_path: Option<PathBuf>,
     snapshot: Arc<SnapshotHandle>,
-    docker: DockerSettings,
+    docker: Vec<DockerSettings>,
     /// Read at start only; a reload that changes them says so.
     limits: Limits,
     tls: bool,
     discovery: watch::Sender<Vec<Arc<Backend>>>,
-    discovery_task: JoinHandle<()>,
+    discovery_tasks: Vec<JoinHandle<()>>,
     health: Vec<JoinHandle<()>>,
     /// One key refresh per JWT provider.
     auth: Vec<JoinHandle<()>>,
@@ -84,14 +84,14 @@ impl ControlPlane {
     pub(crate) fn start(
         config_path: Option<PathBuf>,
         snapshot: Arc<SnapshotHandle>,
-        docker: DockerSettings,
+        docker: Vec<DockerSettings>,
         limits: Limits,
         tls: bool,
         telemetry: Telemetry,
     ) -> Self {
         let backends = snapshot.load().backends.clone();
-        let (discovery, discovery_task) =
-            spawn_discovery(docker.clone(), backends.clone(), telemetry.docker.clone());
+        let (discovery, discovery_tasks) =
+            spawn_discovery(&docker, backends.clone(), &telemetry.docker);
         tokio::spawn(sweep_rate_limits(snapshot.clone()));
         let auth = spawn_key_refresh(&snapshot.load());
         Self {
@@ -103,7 +103,7 @@ impl ControlPlane {
             limits,
             tls,
             discovery,
-            discovery_task,
+            discovery_tasks,
             health: spawn_health_checks(&backends),
         }
     }
@@ -172,7 +172,9 @@ impl ControlPlane {
                 }
             }
         }
-        self.discovery_task.abort();
+        for task in &self.discovery_tasks {
+            task.abort();
+        }
         for task in self.health.iter().chain(&self.auth) {
             task.abort();
         }
@@ -236,13 +238,12 @@ impl ControlPlane {
         if docker == self.docker {
             self.discovery.send_replace(backends.clone());
         } else {
-            // A different daemon or addressing: start discovery afresh.
-            self.discovery_task.abort();
-            (self.discovery, self.discovery_task) = spawn_discovery(
-                docker.clone(),
-                backends.clone(),
-                self.telemetry.docker.clone(),
-            );
+            // Different daemons or addressing: start discovery afresh.
+            for task in self.discovery_tasks.drain(..) {
+                task.abort();
+            }
+            (self.discovery, self.discovery_tasks) =
+                spawn_discovery(&docker, backends.clone(), &self.telemetry.docker);
             self.docker = docker;
         }
         for task in self.health.drain(..) {
@@ -266,15 +267,28 @@ async fn sweep_rate_limits(snapshot: Arc<SnapshotHandle>) {
     }
 }
 
+/// One discovery task per Docker host, all fed the current backends.
 fn spawn_discovery(
-    settings: DockerSettings,
+    hosts: &[DockerSettings],
     backends: Vec<Arc<Backend>>,
-    counts: Arc<crate::observe::metrics::DockerCounts>,
-) -> (watch::Sender<Vec<Arc<Backend>>>, JoinHandle<()>) {
-    // Without Docker backends the task idles until a reload brings some.
+    counts: &crate::observe::metrics::DockerCounts,
+) -> (watch::Sender<Vec<Arc<Backend>>>, Vec<JoinHandle<()>>) {
+    // Without Docker backends the tasks idle until a reload brings some.
     let (sender, receiver) = watch::channel(backends);
-    let task = tokio::spawn(discovery::run(settings, receiver, counts));
-    (sender, task)
+    let tasks = hosts
+        .iter()
+        .enumerate()
+        .map(|(index, settings)| {
+            let host = discovery::Host {
+                index,
+                of: hosts.len(),
+                name: settings.host_name().into(),
+            };
+            let counts = counts.host(settings.host_name());
+            tokio::spawn(discovery::run(settings.clone(), host, receiver.clone(), counts))
+        })
+        .collect();
+    (sender, tasks)
 }
 
 fn spawn_key_refresh(snapshot: &crate::snapshot::Snapshot) -> Vec<JoinHandle<()>> {

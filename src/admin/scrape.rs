@@ -319,30 +319,26 @@ impl Collector for Gateway {
             )?,
         )?;
 
-        let host = self
-            .docker
-            .host
-            .lock()
-            .map(|host| host.clone())
-            .unwrap_or_default();
-        if !host.is_empty() {
-            for (name, help, count) in [
+        let hosts = self.docker.by_host();
+        if !hosts.is_empty() {
+            for (name, help, pick) in [
                 (
                     names::DOCKER_EVENTS,
                     "Docker container events handled.",
-                    &self.docker.events,
+                    (|(_, events, _)| *events) as fn(&(String, u64, u64)) -> u64,
                 ),
                 (
                     names::DOCKER_RESYNCS,
                     "Full relists of the Docker backends' containers.",
-                    &self.docker.resyncs,
+                    |(_, _, resyncs)| *resyncs,
                 ),
             ] {
-                let labels = [("host", host.as_str())];
                 let mut family =
                     encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-                ConstCounter::new(count.load(std::sync::atomic::Ordering::Relaxed))
-                    .encode(family.encode_family(&labels)?)?;
+                for host in &hosts {
+                    let labels = [("host", host.0.as_str())];
+                    ConstCounter::new(pick(host)).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
 

@@ -141,6 +141,9 @@ pub struct EndpointView {
     /// The container id (or `static:<address>`) and name.
     pub id: String,
     pub name: String,
+    /// The Docker host the container runs on (absent for static servers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub healthy: bool,
     pub ejected: bool,
     pub breaker: &'static str,
@@ -186,6 +189,7 @@ impl<'a> BackendView<'a> {
                     address: endpoint.addr.to_string(),
                     id: endpoint.id.to_string(),
                     name: endpoint.name.to_string(),
+                    host: endpoint.host.as_deref().map(str::to_owned),
                     healthy: endpoint.healthy(),
                     ejected: endpoint.ejected(),
                     breaker: endpoint.breaker_phase(),

@@ -25,6 +25,8 @@ pub struct Endpoint {
     pub id: Box<str>,
     /// Human name for logs: the container name, or the address.
     pub name: Box<str>,
+    /// The Docker host the container runs on (`None` for static servers).
+    pub host: Option<Arc<str>>,
     /// Relative share of traffic under `weighted` balancing (1..=MAX_WEIGHT).
     pub weight: u32,
     in_flight: AtomicU32,
@@ -43,6 +45,7 @@ impl Endpoint {
             addr,
             id: id.into(),
             name: name.into(),
+            host: None,
             weight: 1,
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -50,6 +53,11 @@ impl Endpoint {
             breaker: BreakerState::default(),
             healthy: AtomicBool::new(true),
         }
+    }
+
+    pub fn with_host(mut self, host: Arc<str>) -> Self {
+        self.host = Some(host);
+        self
     }
 
     pub fn with_weight(mut self, weight: u32) -> Self {

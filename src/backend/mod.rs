@@ -3,6 +3,7 @@
 pub mod balance;
 pub mod breaker;
 pub mod endpoint;
+pub mod shares;
 pub mod health;
 pub mod outlier;
 
@@ -67,9 +68,10 @@ pub struct Backend {
     listed: Arc<std::sync::atomic::AtomicBool>,
     /// Upstream requests, connections and retries, per worker; shared the same way.
     pub metrics: Arc<crate::observe::metrics::BackendMetrics>,
-    /// Containers discovery saw but keeps out, with why; shared the same
-    /// way. Written by discovery, read by the admin plane, never by requests.
-    excluded: Arc<std::sync::Mutex<Vec<Excluded>>>,
+    /// Each Docker host's containers, in rotation or kept out (with why);
+    /// shared the same way. Written by discovery, read by the admin plane,
+    /// never by requests.
+    shares: Arc<std::sync::Mutex<shares::Shares>>,
 }
 
 /// A container that is not routed to, and why ("why is my container not routed?").
@@ -96,7 +98,7 @@ impl Backend {
             endpoints: Arc::new(ArcSwap::from_pointee(initial)),
             listed: Arc::default(),
             metrics: Arc::default(),
-            excluded: Arc::default(),
+            shares: Arc::default(),
         }
     }
 
@@ -172,7 +174,7 @@ impl Backend {
         self.endpoints = previous.endpoints.clone();
         self.listed = previous.listed.clone();
         self.metrics = previous.metrics.clone();
-        self.excluded = previous.excluded.clone();
+        self.shares = previous.shares.clone();
     }
 
     /// Discovery has listed this backend's containers at least once (always
@@ -185,21 +187,30 @@ impl Backend {
 
     /// The containers discovery keeps out of this backend, with the reason.
     pub fn excluded(&self) -> Vec<Excluded> {
-        self.excluded
+        self.shares
             .lock()
-            .map(|list| list.clone())
+            .map(|shares| shares.excluded())
             .unwrap_or_default()
     }
 
-    pub(crate) fn set_excluded(&self, list: Vec<Excluded>) {
-        if let Ok(mut current) = self.excluded.lock() {
-            *current = list;
+    /// Discovery's update of what Docker host `host` (of `hosts`)
+    /// contributes; the endpoint set becomes the union over the hosts, and
+    /// the backend counts as listed once every host has listed it.
+    pub(crate) fn update_share(
+        &self,
+        host: usize,
+        hosts: usize,
+        update: impl FnOnce(&mut shares::HostShare),
+    ) {
+        let Ok(mut shares) = self.shares.lock() else {
+            return;
+        };
+        update(shares.host(host));
+        self.set_endpoints(EndpointSet::new(shares.endpoints()));
+        if shares.all_listed(hosts) {
+            self.listed
+                .store(true, std::sync::atomic::Ordering::Release);
         }
-    }
-
-    pub(crate) fn mark_listed(&self) {
-        self.listed
-            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Publishes a new endpoint set; requests already in flight keep the old one.

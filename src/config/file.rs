@@ -358,6 +358,27 @@ pub(crate) struct DockerFile {
     #[serde(default)]
     pub(crate) address: AddressModeFile,
     pub(crate) resync_interval: Option<ConfigDuration>,
+    /// Several daemons, each a URL or a [`DockerEndpointFile`].
+    pub(crate) endpoints: Option<Vec<serde_yaml_ng::Value>>,
+}
+
+/// One daemon of `docker.endpoints`, with what differs from the section's defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DockerEndpointFile {
+    pub(crate) url: String,
+    pub(crate) tls: Option<DockerTlsFile>,
+    pub(crate) address: Option<AddressModeFile>,
+    pub(crate) host_address: Option<String>,
+}
+
+/// Client certificate, key and CA of a daemon that requires TLS (PEM files).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DockerTlsFile {
+    pub(crate) ca: String,
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
 /// Which address of a container rgate dials.

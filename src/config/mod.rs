@@ -20,7 +20,8 @@ pub use self::duration::parse_duration;
 #[derive(Debug)]
 pub struct Config {
     pub snapshot: Snapshot,
-    pub docker: DockerSettings,
+    /// One entry per Docker host (`docker.endpoints`), at least one.
+    pub docker: Vec<DockerSettings>,
     /// Listener limits; read at start (a reload does not change them).
     pub limits: Limits,
     /// TLS on the main listener (default: plain HTTP).

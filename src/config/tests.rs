@@ -246,13 +246,69 @@ fn docker_settings_are_checked() {
         Path::new("c.yml"),
     )
     .unwrap();
+    assert_eq!(config.docker.len(), 1);
     assert_eq!(
-        config.docker.resync_interval,
+        config.docker[0].resync_interval,
         std::time::Duration::from_secs(5)
     );
     assert_eq!(
-        config.docker.address_mode,
+        config.docker[0].address_mode,
         crate::discovery::AddressMode::Published
+    );
+}
+
+#[test]
+fn several_docker_hosts_each_with_their_own_addressing() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["ca.pem", "cert.pem", "key.pem"] {
+        std::fs::write(dir.path().join(name), "pem").unwrap();
+    }
+    let config = parse(
+        "docker:\n  address: published\n  host_address: 192.0.2.1\n  resync_interval: 7s\n  endpoints:\n\
+         \x20   - unix:///var/run/docker.sock\n\
+         \x20   - {url: \"tcp://docker-2.example.internal:2376\", tls: {ca: ca.pem, cert: cert.pem, key: key.pem}, host_address: 192.0.2.2}\n\
+         \x20   - {url: \"tcp://docker-3.example.internal:2375\", address: container}\n",
+        &dir.path().join("c.yml"),
+    )
+    .unwrap();
+    let hosts = &config.docker;
+    assert_eq!(hosts.len(), 3);
+    assert_eq!(hosts[0].host_name(), "unix:///var/run/docker.sock");
+    assert_eq!(hosts[0].host_address.to_string(), "192.0.2.1");
+    assert_eq!(hosts[1].host_address.to_string(), "192.0.2.2");
+    assert_eq!(hosts[1].tls.as_ref().unwrap().ca, dir.path().join("ca.pem"));
+    assert_eq!(hosts[1].address_mode, crate::discovery::AddressMode::Published);
+    assert_eq!(hosts[2].address_mode, crate::discovery::AddressMode::Container);
+    assert!(hosts.iter().all(|h| h.resync_interval == std::time::Duration::from_secs(7)));
+}
+
+#[test]
+fn bad_docker_host_lists_are_refused() {
+    refused(
+        "docker: {endpoint: \"unix:///a.sock\", endpoints: [\"unix:///b.sock\"]}\n",
+        "docker.endpoints",
+        "not both",
+    );
+    refused("docker: {endpoints: []}\n", "docker.endpoints", "at least one");
+    refused(
+        "docker: {endpoints: [\"unix:///a.sock\", \"unix:///a.sock\"]}\n",
+        "docker.endpoints[1].url",
+        "listed twice",
+    );
+    refused(
+        "docker: {endpoints: [\"ftp://x\"]}\n",
+        "docker.endpoints[0].url",
+        "must start with",
+    );
+    refused(
+        "docker: {endpoints: [{url: \"tcp://d:2376\", tls: {ca: no.pem, cert: no.pem, key: no.pem}}]}\n",
+        "docker.endpoints[0].tls.ca",
+        "cannot be read",
+    );
+    refused(
+        "docker: {endpoints: [{url: \"unix:///a.sock\", port: 1}]}\n",
+        "docker.endpoints[0]",
+        "unknown field",
     );
 }
 

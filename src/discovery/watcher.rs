@@ -16,9 +16,9 @@ use tracing::{debug, info, warn};
 
 use super::container::ContainerFacts;
 use super::DockerSettings;
-use crate::backend::endpoint::{Endpoint, EndpointSet};
+use crate::backend::endpoint::Endpoint;
 use crate::backend::{Backend, DockerSelector, Excluded, Source};
-use crate::observe::metrics::DockerCounts;
+use crate::observe::metrics::HostCounts;
 use std::sync::atomic::Ordering;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -49,24 +49,29 @@ enum SessionError {
     Reconfigured,
 }
 
-/// Runs discovery for the Docker backends in `backends` (the current
-/// config's, replaced on reload) until the sender goes away.
+/// Which of the configured Docker hosts a discovery task follows.
+#[derive(Debug, Clone)]
+pub(crate) struct Host {
+    /// Index in `docker.endpoints`: the backend's share this task writes.
+    pub(crate) index: usize,
+    /// How many hosts there are (a backend is listed once all have listed it).
+    pub(crate) of: usize,
+    pub(crate) name: Arc<str>,
+}
+
+/// Runs discovery on one Docker host for the Docker backends in `backends`
+/// (the current config's, replaced on reload) until the sender goes away.
 pub(crate) async fn run(
     settings: DockerSettings,
+    host: Host,
     mut backends: watch::Receiver<Vec<Arc<Backend>>>,
-    counts: Arc<DockerCounts>,
+    counts: Arc<HostCounts>,
 ) {
-    if let Ok(mut host) = counts.host.lock() {
-        *host = settings
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| "default".to_owned());
-    }
     let mut states = Vec::new();
     let mut backoff = BACKOFF_MIN;
     let mut in_outage = false;
     loop {
-        reconcile(&mut states, &backends.borrow_and_update());
+        reconcile(&mut states, &backends.borrow_and_update(), &host);
         if states.is_empty() {
             // Nothing to discover until a reload brings Docker backends.
             if backends.changed().await.is_err() {
@@ -88,12 +93,26 @@ pub(crate) async fn run(
         }
         if !in_outage {
             // Logged once per outage, not per retry: a down daemon must not flood logs.
-            warn!(
-                %error,
-                endpoint = settings.endpoint.as_deref().unwrap_or("default"),
-                "docker unreachable; Docker backends keep their last known containers \
-                 (none yet at startup: those answer 503); reconnecting with backoff"
-            );
+            if host.of > 1 {
+                // Other hosts carry the traffic: this one's containers leave
+                // rotation until it answers again (its resync restores them).
+                for state in &mut states {
+                    state.forget_all();
+                }
+                warn!(
+                    %error,
+                    endpoint = %host.name,
+                    "docker unreachable; its containers are out of rotation until it \
+                     answers again (the other hosts' stay); reconnecting with backoff"
+                );
+            } else {
+                warn!(
+                    %error,
+                    endpoint = %host.name,
+                    "docker unreachable; Docker backends keep their last known containers \
+                     (none yet at startup: those answer 503); reconnecting with backoff"
+                );
+            }
             in_outage = true;
         } else {
             debug!(%error, "docker still unreachable");
@@ -107,7 +126,7 @@ pub(crate) async fn run(
 /// Takes the backends of a new config: a backend with the same name and labels
 /// keeps its discovery state (members, stop tombstones, warnings), so a reload
 /// costs it nothing; others start afresh.
-fn reconcile(states: &mut Vec<BackendState>, backends: &[Arc<Backend>]) {
+fn reconcile(states: &mut Vec<BackendState>, backends: &[Arc<Backend>], host: &Host) {
     let mut previous = std::mem::take(states);
     for backend in backends {
         let Source::Docker(selector) = &backend.source else {
@@ -122,7 +141,7 @@ fn reconcile(states: &mut Vec<BackendState>, backends: &[Arc<Backend>]) {
                 state.backend = backend.clone();
                 states.push(state);
             }
-            None => states.extend(BackendState::new(backend.clone())),
+            None => states.extend(BackendState::new(backend.clone(), host.clone())),
         }
     }
 }
@@ -134,7 +153,7 @@ async fn session(
     backends: &mut watch::Receiver<Vec<Arc<Backend>>>,
     in_outage: &mut bool,
     backoff: &mut Duration,
-    counts: &DockerCounts,
+    counts: &HostCounts,
 ) -> SessionError {
     match follow(settings, states, backends, in_outage, backoff, counts).await {
         Ok(never) => match never {},
@@ -148,7 +167,7 @@ async fn follow(
     backends: &mut watch::Receiver<Vec<Arc<Backend>>>,
     in_outage: &mut bool,
     backoff: &mut Duration,
-    counts: &DockerCounts,
+    counts: &HostCounts,
 ) -> Result<std::convert::Infallible, SessionError> {
     let docker = connect(settings)?.negotiate_version().await?;
     let since = replay_since();
@@ -192,9 +211,17 @@ async fn follow(
 }
 
 fn connect(settings: &DockerSettings) -> Result<Docker, DockerError> {
-    let docker = match &settings.endpoint {
-        Some(endpoint) => Docker::connect_with_host(endpoint)?,
-        None => Docker::connect_with_defaults()?,
+    let docker = match (&settings.endpoint, &settings.tls) {
+        (Some(endpoint), Some(tls)) => Docker::connect_with_ssl(
+            endpoint,
+            &tls.key,
+            &tls.cert,
+            &tls.ca,
+            REQUEST_TIMEOUT.as_secs(),
+            bollard::API_DEFAULT_VERSION,
+        )?,
+        (Some(endpoint), None) => Docker::connect_with_host(endpoint)?,
+        (None, _) => Docker::connect_with_defaults()?,
     };
     Ok(docker.with_timeout(REQUEST_TIMEOUT))
 }
@@ -282,10 +309,11 @@ struct Member {
     stop_signal: Option<i32>,
 }
 
-/// Discovery's private state for one Docker backend.
+/// Discovery's private state for one Docker backend on one host.
 #[derive(Debug)]
 struct BackendState {
     backend: Arc<Backend>,
+    host: Host,
     selector: DockerSelector,
     members: BTreeMap<String, Member>,
     /// Containers told to stop: kept out of rotation even while still running.
@@ -299,13 +327,14 @@ struct BackendState {
 }
 
 impl BackendState {
-    fn new(backend: Arc<Backend>) -> Option<Self> {
+    fn new(backend: Arc<Backend>, host: Host) -> Option<Self> {
         let Source::Docker(selector) = &backend.source else {
             return None;
         };
         Some(Self {
             selector: selector.clone(),
             backend,
+            host,
             members: BTreeMap::new(),
             stopping: HashSet::new(),
             warned: HashSet::new(),
@@ -335,7 +364,19 @@ impl BackendState {
     fn publish_excluded(&self) {
         let mut list: Vec<Excluded> = self.excluded.values().cloned().collect();
         list.extend(self.partial.iter().cloned());
-        self.backend.set_excluded(list);
+        self.backend
+            .update_share(self.host.index, self.host.of, |share| share.excluded = list);
+    }
+
+    /// The host is unreachable: none of its containers stay in rotation.
+    fn forget_all(&mut self) {
+        self.members.clear();
+        self.excluded.clear();
+        self.partial.clear();
+        self.backend.update_share(self.host.index, self.host.of, |share| {
+            share.endpoints.clear();
+            share.excluded.clear();
+        });
     }
 
     /// Running containers that carry the backend's first label (its
@@ -479,7 +520,8 @@ impl BackendState {
         self.excluded.retain(|id, _| running.contains(id));
         self.list_partial(docker, &running).await?;
         self.publish_excluded();
-        self.backend.mark_listed();
+        self.backend
+            .update_share(self.host.index, self.host.of, |share| share.listed = true);
         Ok(())
     }
 
@@ -532,10 +574,12 @@ impl BackendState {
                 {
                     return Ok(());
                 }
-                info!(backend = %self.backend.name, container = %facts.name, %addr, "endpoint added");
+                info!(backend = %self.backend.name, host = %self.host.name, container = %facts.name, %addr, "endpoint added");
                 self.include(id);
                 let stop_signal = facts.stop_signal;
-                let mut endpoint = Endpoint::new(addr, id, facts.name).with_weight(weight);
+                let mut endpoint = Endpoint::new(addr, id, facts.name)
+                    .with_weight(weight)
+                    .with_host(self.host.name.clone());
                 if self
                     .backend
                     .health_check
@@ -569,6 +613,7 @@ impl BackendState {
         if let Some(member) = self.members.remove(id) {
             info!(
                 backend = %self.backend.name,
+                host = %self.host.name,
                 container = %member.endpoint.name,
                 addr = %member.endpoint.addr,
                 reason,
@@ -580,7 +625,8 @@ impl BackendState {
 
     fn publish(&self) {
         let endpoints = self.members.values().map(|m| m.endpoint.clone()).collect();
-        self.backend.set_endpoints(EndpointSet::new(endpoints));
+        self.backend
+            .update_share(self.host.index, self.host.of, |share| share.endpoints = endpoints);
     }
 }
 

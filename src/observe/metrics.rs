@@ -353,13 +353,52 @@ fn worker() -> usize {
     WORKER.with(Cell::get)
 }
 
-/// Docker discovery's counters, written by the discovery task only.
+/// Docker discovery's counters, one set per Docker host.
 #[derive(Debug, Default)]
 pub struct DockerCounts {
+    hosts: std::sync::Mutex<Vec<(String, std::sync::Arc<HostCounts>)>>,
+}
+
+/// One Docker host's counters, written by its discovery task only.
+#[derive(Debug, Default)]
+pub struct HostCounts {
     pub events: AtomicU64,
     pub resyncs: AtomicU64,
-    /// The daemon they are about (`default` for the local socket).
-    pub host: std::sync::Mutex<String>,
+}
+
+impl DockerCounts {
+    /// The counters of the host named `name` (`default` for the local
+    /// socket), kept across reloads.
+    pub fn host(&self, name: &str) -> std::sync::Arc<HostCounts> {
+        let Ok(mut hosts) = self.hosts.lock() else {
+            return std::sync::Arc::default();
+        };
+        if let Some((_, counts)) = hosts.iter().find(|(host, _)| host == name) {
+            return counts.clone();
+        }
+        let counts = std::sync::Arc::<HostCounts>::default();
+        hosts.push((name.to_owned(), counts.clone()));
+        counts
+    }
+
+    /// `(host, events, resyncs)` of every host seen.
+    pub fn by_host(&self) -> Vec<(String, u64, u64)> {
+        self.hosts
+            .lock()
+            .map(|hosts| {
+                hosts
+                    .iter()
+                    .map(|(host, counts)| {
+                        (
+                            host.clone(),
+                            counts.events.load(Relaxed),
+                            counts.resyncs.load(Relaxed),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Config reloads by result, for `rgate_config_reloads_total`.

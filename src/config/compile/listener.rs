@@ -5,8 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{at_least_one, positive, Problems};
-use crate::config::file::{AddressModeFile, CertificateFile, DockerFile, LimitsFile, TlsFile};
-use crate::discovery::{AddressMode, DockerSettings};
+use crate::config::file::{
+    AddressModeFile, CertificateFile, DockerEndpointFile, DockerFile, LimitsFile, TlsFile,
+};
+use crate::discovery::{AddressMode, DockerSettings, DockerTls};
 use crate::server::Limits;
 use crate::tls::{self, TlsSettings};
 
@@ -53,46 +55,125 @@ pub(super) fn compile_limits(limits: LimitsFile, problems: &mut Problems<'_>) ->
     }
 }
 
-pub(super) fn compile_docker(docker: DockerFile, problems: &mut Problems<'_>) -> DockerSettings {
+/// `docker`: the section's settings for one daemon (`endpoint`, or the
+/// default), or for each of `docker.endpoints`, which may override
+/// `address`, `host_address` and add `tls` per daemon.
+pub(super) fn compile_docker(
+    docker: DockerFile,
+    base: &Path,
+    problems: &mut Problems<'_>,
+) -> Vec<DockerSettings> {
     let DockerFile {
         endpoint,
         network,
         host_address,
         address,
         resync_interval,
+        endpoints,
     } = docker;
-    let host_address = match host_address.as_deref().map(str::parse::<IpAddr>) {
+    let host_address = ip_or_localhost(host_address.as_deref(), "docker.host_address", problems);
+    check_scheme(endpoint.as_deref(), "docker.endpoint", problems);
+    let resync_interval = resync_interval.map_or(DEFAULT_RESYNC_INTERVAL, |d| d.0);
+    if resync_interval.is_zero() {
+        problems.add("docker.resync_interval", "must be greater than zero");
+    }
+    let mode = |address: AddressModeFile| match address {
+        AddressModeFile::Container => AddressMode::Container,
+        AddressModeFile::Published => AddressMode::Published,
+    };
+    let section = DockerSettings {
+        endpoint,
+        tls: None,
+        network,
+        host_address,
+        address_mode: mode(address),
+        resync_interval,
+    };
+    let Some(endpoints) = endpoints else {
+        return vec![section];
+    };
+    if section.endpoint.is_some() {
+        problems.add(
+            "docker.endpoints",
+            "give either `endpoint` (one daemon) or `endpoints` (several), not both",
+        );
+    }
+    if endpoints.is_empty() {
+        problems.add("docker.endpoints", "must name at least one daemon");
+    }
+    let mut hosts: Vec<DockerSettings> = Vec::with_capacity(endpoints.len());
+    for (i, value) in endpoints.into_iter().enumerate() {
+        let key = format!("docker.endpoints[{i}]");
+        let file = match value {
+            serde_yaml_ng::Value::String(url) => DockerEndpointFile {
+                url,
+                tls: None,
+                address: None,
+                host_address: None,
+            },
+            other => match serde_yaml_ng::from_value::<DockerEndpointFile>(other) {
+                Ok(file) => file,
+                Err(error) => {
+                    problems.add(key, format!("must be a URL or {{url, tls, address, host_address}}: {error}"));
+                    continue;
+                }
+            },
+        };
+        check_scheme(Some(&file.url), &format!("{key}.url"), problems);
+        if hosts.iter().any(|host| host.endpoint.as_deref() == Some(file.url.as_str())) {
+            problems.add(format!("{key}.url"), format!("{:?} is listed twice", file.url));
+        }
+        let tls = file.tls.map(|tls| DockerTls {
+            ca: base.join(tls.ca),
+            cert: base.join(tls.cert),
+            key: base.join(tls.key),
+        });
+        if let Some(tls) = &tls {
+            for (name, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+                if !path.is_file() {
+                    problems.add(format!("{key}.tls.{name}"), format!("{} cannot be read", path.display()));
+                }
+            }
+            if !file.url.starts_with("tcp://") && !file.url.starts_with("https://") {
+                problems.add(format!("{key}.tls"), "TLS needs a tcp:// or https:// daemon");
+            }
+        }
+        hosts.push(DockerSettings {
+            endpoint: Some(file.url),
+            tls,
+            address_mode: file.address.map_or(section.address_mode, mode),
+            host_address: match file.host_address {
+                Some(ip) => ip_or_localhost(Some(&ip), &format!("{key}.host_address"), problems),
+                None => section.host_address,
+            },
+            ..section.clone()
+        });
+    }
+    hosts
+}
+
+fn ip_or_localhost(text: Option<&str>, key: &str, problems: &mut Problems<'_>) -> IpAddr {
+    match text.map(str::parse::<IpAddr>) {
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         Some(Ok(ip)) => ip,
         Some(Err(_)) => {
-            problems.add("docker.host_address", "is not an IP address");
+            problems.add(key, "is not an IP address");
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         }
-    };
-    if let Some(endpoint) = &endpoint {
+    }
+}
+
+fn check_scheme(endpoint: Option<&str>, key: &str, problems: &mut Problems<'_>) {
+    if let Some(endpoint) = endpoint {
         if !["unix://", "tcp://", "http://", "https://"]
             .iter()
             .any(|scheme| endpoint.starts_with(scheme))
         {
             problems.add(
-                "docker.endpoint",
+                key,
                 format!("{endpoint:?} must start with unix://, tcp://, http:// or https://"),
             );
         }
-    }
-    let resync_interval = resync_interval.map_or(DEFAULT_RESYNC_INTERVAL, |d| d.0);
-    if resync_interval.is_zero() {
-        problems.add("docker.resync_interval", "must be greater than zero");
-    }
-    DockerSettings {
-        endpoint,
-        network,
-        host_address,
-        address_mode: match address {
-            AddressModeFile::Container => AddressMode::Container,
-            AddressModeFile::Published => AddressMode::Published,
-        },
-        resync_interval,
     }
 }
 

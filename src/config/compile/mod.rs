@@ -108,7 +108,7 @@ pub(crate) fn compile(
     });
     let trusted_proxies = policy::compile_trusted(&trusted_proxies, &mut problems);
     let default_response = compile_default_response(default_response, &mut problems);
-    let docker = listener::compile_docker(docker.unwrap_or_default(), &mut problems);
+    let docker = listener::compile_docker(docker.unwrap_or_default(), base, &mut problems);
     let limits = listener::compile_limits(limits.unwrap_or_default(), &mut problems);
     let tls = tls.and_then(|tls| listener::compile_tls(tls, base, &mut problems));
     let admin = listener::compile_admin(admin, &mut problems);

@@ -11,6 +11,7 @@ use super::*;
 fn settings() -> DockerSettings {
     DockerSettings {
         endpoint: None,
+        tls: None,
         network: None,
         host_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
         address_mode: AddressMode::Container,
