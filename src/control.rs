@@ -285,7 +285,12 @@ fn spawn_discovery(
                 name: settings.host_name().into(),
             };
             let counts = counts.host(settings.host_name());
-            tokio::spawn(discovery::run(settings.clone(), host, receiver.clone(), counts))
+            tokio::spawn(discovery::run(
+                settings.clone(),
+                host,
+                receiver.clone(),
+                counts,
+            ))
         })
         .collect();
     (sender, tasks)

@@ -257,5 +257,8 @@ fn healthcheck_asks_the_admin_plane() {
         .unwrap();
     assert_eq!(unhealthy.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&unhealthy.stderr);
-    assert!(stderr.contains("unhealthy") && stderr.contains(&addr), "{stderr}");
+    assert!(
+        stderr.contains("unhealthy") && stderr.contains(&addr),
+        "{stderr}"
+    );
 }

@@ -3,9 +3,9 @@
 pub mod balance;
 pub mod breaker;
 pub mod endpoint;
-pub mod shares;
 pub mod health;
 pub mod outlier;
+pub mod shares;
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;

@@ -56,8 +56,12 @@ mod tests {
 
     fn endpoint(port: u16, host: &str) -> Arc<Endpoint> {
         Arc::new(
-            Endpoint::new(([127, 0, 0, 1], port).into(), format!("c{port}"), format!("c{port}"))
-                .with_host(host.into()),
+            Endpoint::new(
+                ([127, 0, 0, 1], port).into(),
+                format!("c{port}"),
+                format!("c{port}"),
+            )
+            .with_host(host.into()),
         )
     }
 

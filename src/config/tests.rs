@@ -277,9 +277,17 @@ fn several_docker_hosts_each_with_their_own_addressing() {
     assert_eq!(hosts[0].host_address.to_string(), "192.0.2.1");
     assert_eq!(hosts[1].host_address.to_string(), "192.0.2.2");
     assert_eq!(hosts[1].tls.as_ref().unwrap().ca, dir.path().join("ca.pem"));
-    assert_eq!(hosts[1].address_mode, crate::discovery::AddressMode::Published);
-    assert_eq!(hosts[2].address_mode, crate::discovery::AddressMode::Container);
-    assert!(hosts.iter().all(|h| h.resync_interval == std::time::Duration::from_secs(7)));
+    assert_eq!(
+        hosts[1].address_mode,
+        crate::discovery::AddressMode::Published
+    );
+    assert_eq!(
+        hosts[2].address_mode,
+        crate::discovery::AddressMode::Container
+    );
+    assert!(hosts
+        .iter()
+        .all(|h| h.resync_interval == std::time::Duration::from_secs(7)));
 }
 
 #[test]
@@ -289,7 +297,11 @@ fn bad_docker_host_lists_are_refused() {
         "docker.endpoints",
         "not both",
     );
-    refused("docker: {endpoints: []}\n", "docker.endpoints", "at least one");
+    refused(
+        "docker: {endpoints: []}\n",
+        "docker.endpoints",
+        "at least one",
+    );
     refused(
         "docker: {endpoints: [\"unix:///a.sock\", \"unix:///a.sock\"]}\n",
         "docker.endpoints[1].url",

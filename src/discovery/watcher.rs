@@ -373,10 +373,11 @@ impl BackendState {
         self.members.clear();
         self.excluded.clear();
         self.partial.clear();
-        self.backend.update_share(self.host.index, self.host.of, |share| {
-            share.endpoints.clear();
-            share.excluded.clear();
-        });
+        self.backend
+            .update_share(self.host.index, self.host.of, |share| {
+                share.endpoints.clear();
+                share.excluded.clear();
+            });
     }
 
     /// Running containers that carry the backend's first label (its
@@ -626,7 +627,9 @@ impl BackendState {
     fn publish(&self) {
         let endpoints = self.members.values().map(|m| m.endpoint.clone()).collect();
         self.backend
-            .update_share(self.host.index, self.host.of, |share| share.endpoints = endpoints);
+            .update_share(self.host.index, self.host.of, |share| {
+                share.endpoints = endpoints
+            });
     }
 }
 

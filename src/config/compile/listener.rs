@@ -114,14 +114,23 @@ pub(super) fn compile_docker(
             other => match serde_yaml_ng::from_value::<DockerEndpointFile>(other) {
                 Ok(file) => file,
                 Err(error) => {
-                    problems.add(key, format!("must be a URL or {{url, tls, address, host_address}}: {error}"));
+                    problems.add(
+                        key,
+                        format!("must be a URL or {{url, tls, address, host_address}}: {error}"),
+                    );
                     continue;
                 }
             },
         };
         check_scheme(Some(&file.url), &format!("{key}.url"), problems);
-        if hosts.iter().any(|host| host.endpoint.as_deref() == Some(file.url.as_str())) {
-            problems.add(format!("{key}.url"), format!("{:?} is listed twice", file.url));
+        if hosts
+            .iter()
+            .any(|host| host.endpoint.as_deref() == Some(file.url.as_str()))
+        {
+            problems.add(
+                format!("{key}.url"),
+                format!("{:?} is listed twice", file.url),
+            );
         }
         let tls = file.tls.map(|tls| DockerTls {
             ca: base.join(tls.ca),
@@ -131,11 +140,17 @@ pub(super) fn compile_docker(
         if let Some(tls) = &tls {
             for (name, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
                 if !path.is_file() {
-                    problems.add(format!("{key}.tls.{name}"), format!("{} cannot be read", path.display()));
+                    problems.add(
+                        format!("{key}.tls.{name}"),
+                        format!("{} cannot be read", path.display()),
+                    );
                 }
             }
             if !file.url.starts_with("tcp://") && !file.url.starts_with("https://") {
-                problems.add(format!("{key}.tls"), "TLS needs a tcp:// or https:// daemon");
+                problems.add(
+                    format!("{key}.tls"),
+                    "TLS needs a tcp:// or https:// daemon",
+                );
             }
         }
         hosts.push(DockerSettings {
