@@ -144,7 +144,7 @@ impl Drop for SecondDaemon {
 
 /// Copies the stub upstream's image into the second daemon.
 fn load_image(daemon: &SecondDaemon) {
-    let save = Command::new("docker")
+    let mut save = Command::new("docker")
         .args(["save", IMAGE])
         .stdout(Stdio::piped())
         .spawn()
@@ -153,9 +153,10 @@ fn load_image(daemon: &SecondDaemon) {
         .arg("--host")
         .arg(daemon.host())
         .arg("load")
-        .stdin(save.stdout.unwrap())
+        .stdin(save.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(save.wait().unwrap().success(), "docker save {IMAGE} failed");
     assert!(
         load.status.success(),
         "{}",
