@@ -19,12 +19,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{free_port, unique_id, DockerRun, RGATE_IMAGE};
+use support::{free_port, unique_id, wait_until, DockerRun, Load, RGATE_IMAGE};
 
 /// A compose project of the test's own, brought down (volumes included) on drop.
 struct Project {
@@ -103,24 +101,8 @@ fn compose_available() -> bool {
     found
 }
 
-/// The upstream's name header of a GET through rgate, or the failure.
 fn who(addr: SocketAddr) -> Result<String, String> {
-    let response = support::get(addr, "/api/payment/x").map_err(|e| e.to_string())?;
-    if response.status != 200 {
-        return Err(response.summary());
-    }
-    response
-        .upstream()
-        .map(str::to_owned)
-        .ok_or_else(|| response.summary())
-}
-
-fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
+    support::upstream_name(addr, "/api/payment/x")
 }
 
 #[test]
@@ -179,51 +161,27 @@ fn compose_runs_rgate_in_front_of_labelled_services_through_a_restart() {
     });
 
     // One service stopped and started again under a bounded load.
-    let stop = Arc::new(AtomicBool::new(false));
-    let results = Arc::new(Mutex::new(Vec::new()));
-    let load: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, results) = (stop.clone(), results.clone());
-            thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                for _ in 0..20_000 {
-                    if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
-                        break;
-                    }
-                    let answer = who(addr);
-                    results.lock().unwrap().push(answer);
-                    thread::sleep(Duration::from_millis(2));
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(addr, "/api/payment/x");
     thread::sleep(Duration::from_millis(300));
     project.compose_ok(&["stop", "--timeout", "5", "payment-1"]);
-    let stopped_at = results.lock().unwrap().len();
+    let stopped_at = load.len();
     wait_until(
         Duration::from_secs(10),
         "traffic on payment-2 alone",
-        || {
-            let results = results.lock().unwrap();
-            results.len() > stopped_at + 100
-        },
+        || load.len() > stopped_at + 100,
     );
     project.compose_ok(&["start", "payment-1"]);
-    let started_at = results.lock().unwrap().len();
+    let started_at = load.len();
     wait_until(
         Duration::from_secs(20),
         "payment-1 back in rotation",
         || {
-            results.lock().unwrap()[started_at..]
+            load.since(started_at)
                 .iter()
                 .any(|r| r.as_deref() == Ok("payment-1"))
         },
     );
-    stop.store(true, Ordering::Relaxed);
-    for thread in load {
-        thread.join().unwrap();
-    }
-    let results = std::mem::take(&mut *results.lock().unwrap());
+    let results = load.finish();
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
     let mut errors = Vec::new();
     for result in results {

@@ -17,12 +17,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{config_yaml, free_port, unique_id, BackendSpec, DockerRun, Gateway, IMAGE};
+use support::{
+    config_yaml, free_port, unique_id, wait_until, BackendSpec, DockerRun, Gateway, Load, IMAGE,
+};
 
 /// A second Docker daemon, stopped (SIGTERM, then SIGKILL) on drop.
 struct SecondDaemon {
@@ -164,21 +164,8 @@ fn load_image(daemon: &SecondDaemon) {
     );
 }
 
-fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The `rgate-upstream` name of a GET through the gateway, or the failure.
 fn who(addr: std::net::SocketAddr) -> Result<String, String> {
-    let response = support::get(addr, "/spread/x").map_err(|e| e.to_string())?;
-    match (response.status, response.upstream()) {
-        (200, Some(name)) => Ok(name.to_owned()),
-        _ => Err(response.summary()),
-    }
+    support::upstream_name(addr, "/spread/x")
 }
 
 #[test]
@@ -260,35 +247,17 @@ fn a_backend_spread_over_two_daemons_survives_one_going_away() {
     assert_eq!(hosts.get(&remote_name), Some(&second.host()));
 
     // The second daemon stopped under a bounded load: no request fails.
-    let stop = Arc::new(AtomicBool::new(false));
-    let results = Arc::new(Mutex::new(Vec::new()));
-    let addr = gw.addr;
-    let load: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, results) = (stop.clone(), results.clone());
-            thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                for _ in 0..30_000 {
-                    if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
-                        break;
-                    }
-                    let answer = who(addr);
-                    results.lock().unwrap().push(answer);
-                    thread::sleep(Duration::from_millis(2));
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(gw.addr, "/spread/x");
     thread::sleep(Duration::from_millis(300));
     second.stop();
-    let stopped_at = results.lock().unwrap().len();
+    let stopped_at = load.len();
     wait_until(
         Duration::from_secs(10),
         "traffic on the first host alone",
         || {
-            let results = results.lock().unwrap();
-            results.len() > stopped_at + 200
-                && results[results.len() - 100..]
+            let recent = load.since(stopped_at);
+            recent.len() > 200
+                && recent[recent.len() - 100..]
                     .iter()
                     .all(|r| r.as_deref() == Ok(local.name.as_str()))
         },
@@ -296,21 +265,17 @@ fn a_backend_spread_over_two_daemons_survives_one_going_away() {
 
     // Back: the daemon restarts its container, and rgate its connection.
     second.run();
-    let restarted_at = results.lock().unwrap().len();
+    let restarted_at = load.len();
     wait_until(
         Duration::from_secs(60),
         "the second host's container back",
         || {
-            results.lock().unwrap()[restarted_at..]
+            load.since(restarted_at)
                 .iter()
                 .any(|r| r.as_deref() == Ok(remote_name.as_str()))
         },
     );
-    stop.store(true, Ordering::Relaxed);
-    for thread in load {
-        thread.join().unwrap();
-    }
-    let results = std::mem::take(&mut *results.lock().unwrap());
+    let results = load.finish();
     let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     eprintln!(
         "two daemons: {} requests, {} errors",

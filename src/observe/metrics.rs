@@ -19,7 +19,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use http::StatusCode;
 
-use crate::observe::stats::{Tally, COARSE};
+use crate::observe::tally::{histogram, Tally, COARSE};
 
 /// `rgate_requests_total{route,backend,code}`, code = status class.
 pub const REQUESTS: &str = "rgate_requests";
@@ -145,7 +145,7 @@ impl RouteMetrics {
         slot.latency
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_with(|| Box::new(crate::observe::stats::histogram(COARSE)))
+            .get_or_insert_with(|| Box::new(histogram(COARSE)))
             .saturating_record(us.max(1));
         let bucket = BUCKETS_US
             .iter()

@@ -1057,3 +1057,97 @@ impl Client {
         Ok(r)
     }
 }
+
+// ---------------------------------------------------------------------------
+// Bounded load through a gateway (tests/compose.rs, tests/docker_hosts.rs)
+// ---------------------------------------------------------------------------
+
+/// The upstream's name (`x-upstream-name`) of a GET of `path`, or the failure.
+#[allow(dead_code)]
+pub(crate) fn upstream_name(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let response = get(addr, path).map_err(|e| e.to_string())?;
+    match (response.status, response.upstream()) {
+        (200, Some(name)) => Ok(name.to_owned()),
+        _ => Err(response.summary()),
+    }
+}
+
+/// Waits (bounded) until `done`, polling every 50 ms.
+#[allow(dead_code)]
+pub(crate) fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two clients sending GETs of `path` (one connection each, 2 ms apart)
+/// until stopped, 20 000 each are sent or a minute passes; every answer's
+/// upstream name or failure is kept in order.
+#[allow(dead_code)]
+pub(crate) struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    results: Arc<Mutex<Vec<Result<String, String>>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+#[allow(dead_code)]
+impl Load {
+    pub(crate) fn start(addr: SocketAddr, path: &'static str) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, results) = (stop.clone(), results.clone());
+                thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    for _ in 0..20_000 {
+                        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                            break;
+                        }
+                        let answer = upstream_name(addr, path);
+                        results
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(answer);
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            results,
+            threads,
+        }
+    }
+
+    /// Answers so far.
+    pub(crate) fn len(&self) -> usize {
+        self.results
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// The answers from the `from`-th on.
+    pub(crate) fn since(&self, from: usize) -> Vec<Result<String, String>> {
+        self.results.lock().unwrap_or_else(PoisonError::into_inner)[from..].to_vec()
+    }
+
+    /// Stops the clients; every answer.
+    pub(crate) fn finish(mut self) -> Vec<Result<String, String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        std::mem::take(&mut *self.results.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

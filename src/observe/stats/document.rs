@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::tally::{Summary, Tally, COARSE, PRECISE};
+use crate::observe::tally::{Summary, Tally, COARSE, PRECISE};
 use crate::snapshot::Snapshot;
 
 /// Tallies in total and by route and backend name.

@@ -18,7 +18,6 @@ mod store;
 #[cfg(test)]
 mod store_tests;
 mod table;
-mod tally;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,7 +31,9 @@ pub use self::store::{
     Settings, Store, StoreError, Target, DEFAULT_FLUSH_INTERVAL, DEFAULT_RETENTION,
 };
 pub use self::table::command;
-pub use self::tally::{histogram, LatencyMs, RequestsCount, Summary, Tally, COARSE, PRECISE};
+pub use crate::observe::tally::{
+    histogram, LatencyMs, RequestsCount, Summary, Tally, COARSE, PRECISE,
+};
 use crate::snapshot::Snapshot;
 
 /// One worker's share of the whole gateway's statistics.
@@ -187,19 +188,28 @@ impl Stats {
         let Some(window) = window else {
             return Ok(self.lifetime(snapshot));
         };
-        let minutes = crate::config::parse_duration(window)
-            .ok()
-            .map(|duration| duration.as_secs().div_ceil(60))
-            .filter(|minutes| *minutes >= 1)
-            .ok_or_else(|| {
-                StatsError::BadQuery(format!(
-                    "window={window}: expected a duration such as 5m, 1h or 24h"
-                ))
-            })?;
+        let minutes = window_minutes(window).ok_or_else(|| {
+            StatsError::BadQuery(format!(
+                "window={window}: expected a duration such as 5m, 1h or 24h"
+            ))
+        })?;
         let recorder = self.recorder.as_ref().ok_or(StatsError::Unavailable)?;
         let breakdown = recorder.window(minutes).await?;
         Ok(breakdown.document(snapshot, Some(window.to_owned())))
     }
+}
+
+/// A window's length in minutes: `N` followed by `m`, `h` or `d`, at least
+/// one minute (`5m`, `1h`, `24h`, `7d`).
+pub fn window_minutes(window: &str) -> Option<u64> {
+    let unit = match window.chars().last()? {
+        'm' => 1,
+        'h' => 60,
+        'd' => 24 * 60,
+        _ => return None,
+    };
+    let count: u64 = window[..window.len() - 1].parse().ok()?;
+    count.checked_mul(unit).filter(|minutes| *minutes >= 1)
 }
 
 /// The `/stats` answer, as the main port and the admin plane both give it.
@@ -226,6 +236,27 @@ mod tests {
 
     fn status(code: u16) -> Option<StatusCode> {
         Some(StatusCode::from_u16(code).unwrap())
+    }
+
+    #[test]
+    fn windows_are_minutes_hours_or_days() {
+        assert_eq!(window_minutes("5m"), Some(5));
+        assert_eq!(window_minutes("1h"), Some(60));
+        assert_eq!(window_minutes("24h"), Some(1440));
+        assert_eq!(window_minutes("7d"), Some(10_080));
+        for bad in [
+            "",
+            "m",
+            "0m",
+            "5",
+            "90s",
+            "-1h",
+            "1.5h",
+            "5 m",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(window_minutes(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -13,9 +13,9 @@ use tracing::{info, warn};
 
 use super::document::Breakdown;
 use super::store::{Kind, Settings, Store, StoreError, Target};
-use super::tally::{Tally, COARSE};
 use super::{Stats, StatsError};
 use crate::observe::metrics::RouteMetrics;
+use crate::observe::tally::{Tally, COARSE};
 use crate::snapshot::SnapshotHandle;
 
 /// Window questions waiting for the recorder; more are refused (503), not queued.

@@ -14,7 +14,7 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::document::Breakdown;
-use super::tally::{Tally, COARSE, PRECISE};
+use crate::observe::tally::{Tally, COARSE, PRECISE};
 
 /// Where the stats are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::store::{Kind, Store, StoreError};
-use super::tally::{Tally, COARSE, PRECISE};
+use crate::observe::tally::{Tally, COARSE, PRECISE};
 
 fn tally(precision: u8, success: u64, error: u64, latency_us: u64) -> Tally {
     let mut tally = Tally::new(precision);

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::document::Breakdown;
 use super::recorder::minute_now;
 use super::store::{Settings, Store, Target};
-use super::tally::Tally;
+use crate::observe::tally::Tally;
 
 /// Reads the store `settings` name and renders its lifetime totals, or the
 /// rollups of the last `window` (e.g. `1h`).
@@ -24,11 +24,9 @@ pub fn command(settings: &Settings, window: Option<&str>) -> Result<String, Stri
     let (breakdown, title) = match window {
         None => (store.lifetime(), "lifetime".to_owned()),
         Some(window) => {
-            let minutes = crate::config::parse_duration(window)
-                .map_err(|error| format!("--window {window}: {error}"))?
-                .as_secs()
-                .div_ceil(60)
-                .max(1);
+            let minutes = super::window_minutes(window).ok_or_else(|| {
+                format!("--window {window}: expected a duration such as 5m, 1h or 24h")
+            })?;
             let since = minute_now() - i64::try_from(minutes).unwrap_or(i64::MAX) + 1;
             (store.window(since), format!("last {window}"))
         }
