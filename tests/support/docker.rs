@@ -135,22 +135,12 @@ fn ensure_image() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let binary = upstream_binary();
-        let out = Command::new("bash")
-            .current_dir(repo_root())
-            .arg("scripts/build-test-image.sh")
-            .arg("--if-changed")
-            .arg(&binary)
-            .arg(IMAGE)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn scripts/build-test-image.sh");
-        assert!(
-            out.status.success(),
-            "scripts/build-test-image.sh failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_script(&[
+            "scripts/build-test-image.sh".as_ref(),
+            "--if-changed".as_ref(),
+            binary.as_os_str(),
+            IMAGE.as_ref(),
+        ]);
     });
 }
 
@@ -164,22 +154,31 @@ pub(crate) const RGATE_IMAGE: &str = "rgate-test:latest";
 pub(crate) fn ensure_rgate_image() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let out = Command::new("bash")
-            .current_dir(repo_root())
-            .args(["scripts/build-image.sh", "--if-changed", "--binary"])
-            .arg(env!("CARGO_BIN_EXE_rgate"))
-            .arg(RGATE_IMAGE)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn scripts/build-image.sh");
-        assert!(
-            out.status.success(),
-            "scripts/build-image.sh failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_script(&[
+            "scripts/build-image.sh".as_ref(),
+            "--if-changed".as_ref(),
+            "--binary".as_ref(),
+            env!("CARGO_BIN_EXE_rgate").as_ref(),
+            RGATE_IMAGE.as_ref(),
+        ]);
     });
+}
+
+/// `bash SCRIPT ARGS…` from the repository's root, which must succeed.
+fn run_script(args: &[&std::ffi::OsStr]) {
+    let out = Command::new("bash")
+        .current_dir(repo_root())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The repository's root, for files the tests use as users would.
