@@ -30,7 +30,12 @@ fn help_documents_every_flag() {
         "--workers",
         "--drain-timeout",
         "--log-level",
+        "--admin",
+        "--handover-socket",
+        "--take-over",
         "check",
+        "stats",
+        "healthcheck",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
