@@ -60,6 +60,9 @@ done < <(ldd "$binary" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } 
 mkdir -p "$rootfs/tmp" "$rootfs/etc/rgate" "$rootfs/var/lib/rgate"
 chmod 1777 "$rootfs/tmp"
 cp Dockerfile "$context/"
-docker build --quiet --label "rgate.binary.sha256=$sum" \
-  -t "$tag" "$context" >/dev/null
+# Docker's own chatter (the legacy-builder notice) only when the build fails.
+if ! output=$(docker build --quiet --label "rgate.binary.sha256=$sum" -t "$tag" "$context" 2>&1); then
+  printf '%s\n' "$output" >&2
+  rgate_die "docker build of $tag failed"
+fi
 rgate_log "built $tag ($(du -sh "$rootfs" | cut -f1) root filesystem)"

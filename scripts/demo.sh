@@ -2,7 +2,9 @@
 # See rgate do its job: starts labelled containers of the stub upstream,
 # starts rgate on 127.0.0.1:8080 with the contract's config, and walks
 # through routing, random balancing, label matching, the default response,
-# a backend going down (503) and coming back, and /stats.
+# a backend going down (503) and coming back, /stats, the admin plane's
+# dashboard, and rgate itself in a container with docker-compose (the
+# host-network shape, docker-compose.host.yml).
 #
 # usage: scripts/demo.sh [--once] [--debug] [--port N]
 #   --once   exit after the tour (a smoke test: non-zero if rgate misbehaves)
@@ -58,6 +60,7 @@ fi
 
 rgate_ensure_docker
 command -v curl >/dev/null 2>&1 || rgate_apt_install curl
+rgate_ensure_compose
 
 run_id="$(date +%s)-$$"
 label="rgate.demo=$run_id"
@@ -76,7 +79,11 @@ cleanup() {
     done
     kill -KILL "$rgate_pid" 2>/dev/null || true
   fi
-  # Exactly this run's containers, found by their label.
+  # The compose project of this run, then exactly this run's containers.
+  if [[ -n ${compose_project:-} ]]; then
+    docker-compose -p "$compose_project" -f "$RGATE_ROOT/docker-compose.host.yml" \
+      down --volumes --timeout 10 >/dev/null 2>&1 || true
+  fi
   ids=$(docker ps -aq --filter "label=$label" 2>/dev/null || true)
   if [[ -n $ids ]]; then
     # shellcheck disable=SC2086 # one id per word
@@ -124,9 +131,13 @@ cp "$RGATE_ROOT/config/examples/contract.yml" "$config"
 say "The config (the contract's, unchanged)"
 sed 's/^/   /' "$config"
 
-say "Starting rgate --port $port --bind 127.0.0.1"
+# The admin plane (and its dashboard) on 9901 unless something has it.
+admin_port=9901
+rgate_port_in_use "$admin_port" && admin_port=$(rgate_free_port)
+say "Starting rgate --port $port --bind 127.0.0.1 --admin 127.0.0.1:$admin_port"
 rgate_log_file="$workdir/rgate.log"
-"$bindir/rgate" --port "$port" --bind 127.0.0.1 --config "$config" 2>"$rgate_log_file" &
+"$bindir/rgate" --port "$port" --bind 127.0.0.1 --admin "127.0.0.1:$admin_port" \
+  --config "$config" 2>"$rgate_log_file" &
 rgate_pid=$!
 for ((i = 0; i < 300; i++)); do
   grep -q 'rgate listening addr=' "$rgate_log_file" && break
@@ -235,6 +246,55 @@ if [[ $status == 200 && $body == *'"requests_count"'* && $body == *'"latency_ms"
 else
   bad "expected 200 with requests_count and latency_ms"
 fi
+
+say "7. The admin plane: the dashboard at http://127.0.0.1:$admin_port/"
+admin_status=$(curl -s -m 5 -o "$workdir/dashboard.html" -w '%{http_code}' "http://127.0.0.1:$admin_port/") || admin_status=000
+readiness=$(curl -s -m 5 "http://127.0.0.1:$admin_port/readyz") || readiness=""
+printf '   /readyz → %s\n' "$readiness"
+if [[ $admin_status == 200 ]] && grep -q '<title>rgate</title>' "$workdir/dashboard.html"; then
+  ok "dashboard served (open it in a browser: containers, their state, and why one is not routed)"
+else
+  bad "expected the dashboard page on the admin port"
+fi
+
+say "8. rgate in a container, with docker-compose (docker-compose.host.yml)"
+scripts/build-image.sh --if-changed --binary "$bindir/rgate" rgate:demo
+compose_project="rgate-demo-${run_id//-/}"
+compose_port=$(rgate_free_port)
+compose_app="payment-demo-$run_id"
+cat >"$workdir/compose-rgate.yml" <<YAML
+routes:
+  - {path_prefix: /api/payment, backend: payment}
+default_response: {body: "no route", status_code: 404}
+backends:
+  - {name: payment, match_labels: [app_name=$compose_app, env=production]}
+docker: {host_address: 127.0.0.1}
+stats: {store: /var/lib/rgate/stats.db}
+YAML
+compose_env=(
+  RGATE_IMAGE=rgate:demo UPSTREAM_IMAGE="$RGATE_TEST_IMAGE" RGATE_CONFIG="$workdir/compose-rgate.yml"
+  RGATE_PORT="$compose_port" RGATE_ADMIN_PORT="$(rgate_free_port)" APP_NAME="$compose_app"
+  PAYMENT_1_PORT="$(rgate_free_port)" PAYMENT_2_PORT="$(rgate_free_port)"
+)
+env "${compose_env[@]}" docker-compose -p "$compose_project" -f docker-compose.host.yml up -d 2>&1 |
+  sed 's/^/   /'
+compose_seen=""
+for ((i = 0; i < 100; i++)); do
+  reply=$(curl -s -m 2 -D - -o /dev/null "http://127.0.0.1:$compose_port/api/payment/x" | tr -d '\r') || reply=""
+  name=$(awk -F': ' 'tolower($1) == "x-upstream-name" { print $2 }' <<<"$reply")
+  [[ -n $name && $compose_seen != *"$name"* ]] && compose_seen="$compose_seen $name"
+  [[ $compose_seen == *payment-1* && $compose_seen == *payment-2* ]] && break
+  sleep 0.1
+done
+printf '   through rgate'"'"'s container on 127.0.0.1:%s: answered by%s\n' "$compose_port" "${compose_seen:- nobody}"
+if [[ $compose_seen == *payment-1* && $compose_seen == *payment-2* ]]; then
+  ok "rgate in a container routes to both compose services"
+else
+  bad "expected answers from payment-1 and payment-2 through the compose project"
+fi
+env "${compose_env[@]}" docker-compose -p "$compose_project" -f docker-compose.host.yml \
+  down --volumes --timeout 10 >/dev/null 2>&1
+compose_project=""
 
 if ((failures > 0)); then
   printf '\n%s%s check(s) failed; rgate log:%s\n' "$red" "$failures" "$reset" >&2
