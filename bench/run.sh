@@ -22,7 +22,7 @@ RATE=5000            # req/s of the fixed-rate (open model) latency run
 CONNS=64             # keep-alive connections of every load run
 ONLY="rgate,nginx,haproxy,nginx-fwd,haproxy-fwd"
 UPSTREAM_KIND=stub   # stub = target/release/rgate-upstream; nginx = nginx `return 200`
-BASE_PORT=18380      # ports BASE..BASE+21: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, the rgate-* rows, Redis
+BASE_PORT=18380      # ports BASE..BASE+22: upstream, rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, the rgate-* rows, Redis
 LOAD_CPU=0
 SERVER_CPU=1
 BUILD=1
@@ -53,11 +53,13 @@ Usage: bench/run.sh [options]
                      rgate-observed (both) (the cost of each feature, and of
                      table size); `headline` is nginx and the passthrough,
                      auth, limit, Redis, breaker and full chain rows;
-                     `observability` the passthrough and the last three
+                     `observability` nginx with and without its access log
+                     (nginx-logged: the same JSON line, buffered), the
+                     passthrough and the last three
   --quick            smoke test: 1 round, 3 s runs, 1 s warm-up
   --upstream KIND    stub (default: target/release/rgate-upstream --fixed-body-size 100)
                      or nginx (nginx `return 200` with a 100-byte JSON body)
-  --base-port P      use 127.0.0.1 ports P..P+21 (default 18380); the script
+  --base-port P      use 127.0.0.1 ports P..P+22 (default 18380); the script
                      refuses to run if one of them is taken
   --load-cpu N       CPU of the load generator (default 0)
   --server-cpu N     CPU of the proxy and the upstream (default 1)
@@ -111,19 +113,19 @@ PROXIES=()
 IFS=',' read -r -a _only <<<"$ONLY"
 for t in "${_only[@]}"; do
     case $t in
-        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd|rgate-route1|rgate-shaped|rgate-limited|rgate-routes50|rgate-routes500|rgate-auth-rs256|rgate-auth-es256|rgate-auth-rs256-cold|rgate-auth-es256-cold|rgate-redis|rgate-breaker|rgate-chain|rgate-logged|rgate-stored|rgate-observed)
+        rgate|nginx|haproxy|nginx-fwd|haproxy-fwd|rgate-route1|rgate-shaped|rgate-limited|rgate-routes50|rgate-routes500|rgate-auth-rs256|rgate-auth-es256|rgate-auth-rs256-cold|rgate-auth-es256-cold|rgate-redis|rgate-breaker|rgate-chain|rgate-logged|rgate-stored|rgate-observed|nginx-logged)
             [[ " ${PROXIES[*]-} " == *" $t "* ]] || PROXIES+=("$t") ;;
         marginal) for m in rgate-route1 rgate-shaped rgate-limited rgate-routes50 rgate-routes500 rgate-auth-rs256 rgate-auth-es256 rgate-auth-rs256-cold rgate-auth-es256-cold rgate-redis rgate-breaker rgate-chain rgate-logged rgate-stored rgate-observed; do
                 [[ " ${PROXIES[*]-} " == *" $m "* ]] || PROXIES+=("$m")
             done ;;
-        observability) for m in rgate-route1 rgate-logged rgate-stored rgate-observed; do
+        observability) for m in nginx nginx-logged rgate-route1 rgate-logged rgate-stored rgate-observed; do
                 [[ " ${PROXIES[*]-} " == *" $m "* ]] || PROXIES+=("$m")
             done ;;
         headline) for m in nginx rgate-route1 rgate-auth-rs256 rgate-auth-es256 rgate-auth-rs256-cold rgate-auth-es256-cold rgate-limited rgate-redis rgate-breaker rgate-chain; do
                 [[ " ${PROXIES[*]-} " == *" $m "* ]] || PROXIES+=("$m")
             done ;;
         direct|"") ;;
-        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, rgate-route1, rgate-shaped, rgate-limited, rgate-routes50, rgate-routes500, rgate-auth-rs256, rgate-auth-es256, rgate-auth-rs256-cold, rgate-auth-es256-cold, rgate-redis, rgate-breaker, rgate-chain, rgate-logged, rgate-stored, rgate-observed, marginal, headline, observability; direct is implicit)" ;;
+        *) die "--only: unknown target '$t' (known: rgate, nginx, haproxy, nginx-fwd, haproxy-fwd, rgate-route1, rgate-shaped, rgate-limited, rgate-routes50, rgate-routes500, rgate-auth-rs256, rgate-auth-es256, rgate-auth-rs256-cold, rgate-auth-es256-cold, rgate-redis, rgate-breaker, rgate-chain, rgate-logged, rgate-stored, rgate-observed, nginx-logged, marginal, headline, observability; direct is implicit)" ;;
     esac
 done
 TARGETS=(direct "${PROXIES[@]}")
@@ -151,6 +153,7 @@ declare -A PORT=(
     [rgate-logged]=$((BASE_PORT + 19))
     [rgate-stored]=$((BASE_PORT + 20))
     [rgate-observed]=$((BASE_PORT + 21))
+    [nginx-logged]=$((BASE_PORT + 22))
 )
 
 # The marginal-cost rows (rgate-*) all send the same traffic: one path that
@@ -383,9 +386,14 @@ start_proxy() {
             start_server "$t" "$RGATE_BIN" --port "${PORT[$t]}" --bind 127.0.0.1 \
                 --config "$WORK/$t.yml" --workers 1 --log-level warn
             ;;
-        nginx|nginx-fwd)
+        nginx|nginx-fwd|nginx-logged)
             mkdir -p "$WORK/nginx-proxy-body"
             render "$BENCH_DIR/nginx.conf.tmpl" "$WORK/$t.conf" "$listen" "$(forwarding "$t" nginx)"
+            if [[ $t == nginx-logged ]]; then
+                # The access log in place of `access_log off`.
+                sed -e "s|@PREFIX@|$WORK|g" "$BENCH_DIR/nginx-access-log.conf" >"$WORK/$t.log.conf"
+                sed -i -e "/^    access_log off;/{r $WORK/$t.log.conf" -e "d}" "$WORK/$t.conf"
+            fi
             start_server "$t" nginx -p "$WORK" -e "$WORK/$t.error.log" -c "$WORK/$t.conf"
             ;;
         haproxy|haproxy-fwd)
