@@ -415,12 +415,10 @@ async fn the_upstream_gets_a_traceparent_continuing_the_clients_trace_or_a_new_o
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let seen = |body: &bytes::Bytes| json(body)["headers"].clone();
     let mut client = Client::connect(gw.addr).await;
-    let request = http::Request::get("/x")
-        .header("host", "gateway.test")
-        .header("traceparent", incoming)
-        .header("tracestate", "vendor=abc")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let request = request_with(
+        "/x",
+        &[("traceparent", incoming), ("tracestate", "vendor=abc")],
+    );
     let (_, _, body) = read(client.send(request).await).await;
     let headers = seen(&body);
     let sent = headers["traceparent"].as_str().unwrap();
@@ -437,12 +435,11 @@ async fn the_upstream_gets_a_traceparent_continuing_the_clients_trace_or_a_new_o
     assert_eq!(headers["tracestate"], "vendor=abc", "passed through");
 
     // Invalid (upper-case hex): a new trace, and the old state dropped.
-    let request = http::Request::get("/x")
-        .header("host", "gateway.test")
-        .header("traceparent", incoming.to_uppercase())
-        .header("tracestate", "vendor=abc")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let upper = incoming.to_uppercase();
+    let request = request_with(
+        "/x",
+        &[("traceparent", &upper), ("tracestate", "vendor=abc")],
+    );
     let (_, _, body) = read(client.send(request).await).await;
     let headers = seen(&body);
     let sent = headers["traceparent"].as_str().unwrap();
