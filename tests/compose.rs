@@ -34,7 +34,7 @@ struct Project {
 impl Project {
     fn compose(&self, args: &[&str]) -> Output {
         Command::new("docker-compose")
-            .current_dir(support::repo())
+            .current_dir(support::repo_root())
             .args(["-p", &self.name, "-f", "docker-compose.host.yml"])
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -36,7 +36,8 @@ const GATEWAY_READY: Duration = Duration::from_secs(20);
 // Docker availability, the image
 // ---------------------------------------------------------------------------
 
-fn repo_root() -> &'static Path {
+/// The repository's root, for scripts and files the tests use as users would.
+pub(crate) fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -179,12 +180,6 @@ fn run_script(args: &[&std::ffi::OsStr]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The repository's root, for files the tests use as users would.
-#[allow(dead_code)]
-pub(crate) fn repo() -> &'static Path {
-    repo_root()
 }
 
 /// An id unique across parallel test processes and threads.
