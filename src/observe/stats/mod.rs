@@ -174,8 +174,7 @@ impl Stats {
     }
 
     /// Answers `/stats` with its query string: the lifetime figures, or with
-    /// `window=DURATION` the last minutes' (a whole number of minutes, at
-    /// least one).
+    /// `window=DURATION` those of the last whole minutes plus the current one.
     pub async fn answer(
         &self,
         query: Option<&str>,

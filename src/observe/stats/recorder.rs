@@ -186,7 +186,7 @@ impl Recorder {
                     if self.last_flush.elapsed() >= FRESH_ENOUGH {
                         self.flush();
                     }
-                    let since = minute_now() - i64::try_from(minutes).unwrap_or(i64::MAX) + 1;
+                    let since = window_start(minutes);
                     let answer = self.store.as_ref().and_then(|store| {
                         store
                             .window(since)
@@ -319,10 +319,33 @@ impl Recorder {
     }
 }
 
+/// The first rollup minute of a window of `minutes`: that many whole
+/// minutes before the current one, so a window always spans at least its
+/// length (`1m` just after a minute turned still holds the previous one).
+pub(super) fn window_start(minutes: u64) -> i64 {
+    minute_now().saturating_sub(i64::try_from(minutes).unwrap_or(i64::MAX))
+}
+
 /// Minutes since the Unix epoch.
 pub(super) fn minute_now() -> i64 {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
     i64::try_from(secs / 60).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_spans_whole_minutes_before_the_current_one() {
+        let before = minute_now();
+        let start = window_start(5);
+        let after = minute_now();
+        // Five whole minutes before the current one: at least five minutes of data.
+        assert!((before - 5..=after - 5).contains(&start), "{start}");
+        // A window longer than time itself takes every rollup, without overflow.
+        assert!(window_start(u64::MAX) < 0);
+    }
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::document::Breakdown;
-use super::recorder::minute_now;
+use super::recorder::window_start;
 use super::store::{Settings, Store, Target};
 use crate::observe::tally::Tally;
 
@@ -27,7 +27,7 @@ pub fn command(settings: &Settings, window: Option<&str>) -> Result<String, Stri
             let minutes = super::window_minutes(window).ok_or_else(|| {
                 format!("--window {window}: expected a duration such as 5m, 1h or 24h")
             })?;
-            let since = minute_now() - i64::try_from(minutes).unwrap_or(i64::MAX) + 1;
+            let since = window_start(minutes);
             (store.window(since), format!("last {window}"))
         }
     };
