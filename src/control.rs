@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::backend::{health, Backend};
+use crate::config::watch::ConfigWatch;
 use crate::config::{self, Config, ConfigErrors};
 use crate::discovery::{self, DockerSettings};
 use crate::server::Limits;
@@ -126,11 +126,7 @@ impl ControlPlane {
             }
         };
         tokio::pin!(handover);
-        let (changed, mut file_changes) = mpsc::channel(1);
-        let _watcher = self
-            .config_path
-            .as_deref()
-            .and_then(|path| watch_file(path, changed));
+        let mut watch = self.config_path.as_deref().and_then(watch_file);
         let (mut terminate, mut interrupt, mut hangup, mut user1) = match signals {
             Some(Signals {
                 terminate,
@@ -162,9 +158,16 @@ impl ControlPlane {
                     // Logged inside; nobody else waits for the result.
                     let _ = self.reload_logged("SIGHUP");
                 }
-                Some(()) = file_changes.recv() => {
-                    tokio::time::sleep(DEBOUNCE).await;
-                    while file_changes.try_recv().is_ok() {}
+                Some(()) = file_changed(&mut watch) => {
+                    // Take what else the same change brought, then reload once.
+                    let debounce = tokio::time::sleep(DEBOUNCE);
+                    tokio::pin!(debounce);
+                    loop {
+                        tokio::select! {
+                            () = &mut debounce => break,
+                            Some(()) = file_changed(&mut watch) => {}
+                        }
+                    }
                     let _ = self.reload_logged("config file changed");
                 }
                 Some(reply) = requests.recv() => {
@@ -314,37 +317,29 @@ fn spawn_health_checks(backends: &[Arc<Backend>]) -> Vec<JoinHandle<()>> {
         .collect()
 }
 
-/// Watches the config file's directory (editors often replace the file
-/// rather than write it in place) and reports changes to the file itself.
-/// Without a watcher, SIGHUP and explicit reloads still work.
-fn watch_file(path: &Path, changed: mpsc::Sender<()>) -> Option<RecommendedWatcher> {
-    let name = path.file_name()?.to_owned();
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else {
-            return;
-        };
-        let ours = event.paths.iter().any(|p| p.file_name() == Some(&name));
-        if ours && (event.kind.is_create() || event.kind.is_modify()) {
-            // A full channel already holds a pending reload.
-            let _ = changed.try_send(());
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(watcher) => watcher,
+/// The config file's watch; without one, SIGHUP and explicit reloads still work.
+fn watch_file(path: &Path) -> Option<ConfigWatch> {
+    match ConfigWatch::new(path) {
+        Ok(watch) => Some(watch),
         Err(error) => {
-            warn!(%error, "cannot watch the config file; reload with SIGHUP instead");
-            return None;
+            warn!(%error, path = %path.display(), "cannot watch the config file; reload with SIGHUP instead");
+            None
         }
-    };
-    if let Err(error) = watcher.watch(&directory, RecursiveMode::NonRecursive) {
-        warn!(%error, directory = %directory.display(), "cannot watch the config file; reload with SIGHUP instead");
-        return None;
     }
-    Some(watcher)
+}
+
+/// The next change to the config file; pending forever without a watch,
+/// and once the watch breaks (logged, then dropped).
+async fn file_changed(watch: &mut Option<ConfigWatch>) -> Option<()> {
+    let Some(current) = watch else {
+        return std::future::pending().await;
+    };
+    if current.changed().await.is_none() {
+        warn!("the config file's watch stopped; reload with SIGHUP instead");
+        *watch = None;
+        return std::future::pending().await;
+    }
+    Some(())
 }
 
 /// The process signals rgate handles, registered before it reports that it

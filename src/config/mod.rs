@@ -5,6 +5,7 @@ mod duration;
 mod error;
 mod file;
 mod parse;
+pub mod watch;
 
 use std::path::Path;
 

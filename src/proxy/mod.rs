@@ -319,8 +319,8 @@ fn log_entry(ctx: &ConnectionContext, request: &Request<ClientBody<'_>>) -> Entr
         path: request
             .uri()
             .path_and_query()
-            .map_or("/", http::uri::PathAndQuery::as_str)
-            .into(),
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         status: None,
         bytes_in: content_length(request.headers()),
         bytes_out: None,
