@@ -32,7 +32,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use tracing::debug;
 
 use crate::error::GatewayError;
-use crate::observe::access_log::{AccessLog, Entry};
+use crate::observe::access_log::{AccessLog, Entry, Texts};
 use crate::observe::stats::{self, Stats, StatsShard};
 use crate::path::normalize;
 use crate::policy::cors;
@@ -116,7 +116,7 @@ impl Gateway {
         let snapshot = gateway.snapshot.load_full();
         let mut rctx = RequestCtx::start(&ctx.shard);
         if let Some(log) = gateway.access_log.as_deref() {
-            rctx.log = Some((log, Box::new(log_entry(ctx, &request))));
+            rctx.log = Some((log, Box::new(log_entry(ctx, &request, rctx.start))));
         }
         let response = 'respond: {
             if let Err(bad) = checked {
@@ -248,7 +248,7 @@ impl Gateway {
                 traced = Some(parent);
                 if let Some(entry) = rctx.log_entry() {
                     entry.client_ip = identity.ip;
-                    entry.request_id = Some(request_id.clone());
+                    entry.texts.set_request_id(request_id.as_bytes());
                     entry.trace_id = parent.trace_id().as_bytes().try_into().ok();
                 }
                 let forwarding = forward::Forwarding {
@@ -305,22 +305,28 @@ impl Gateway {
 }
 
 /// The access log line of a request, as far as its head tells.
-fn log_entry(ctx: &ConnectionContext, request: &Request<ClientBody<'_>>) -> Entry {
+fn log_entry(
+    ctx: &ConnectionContext,
+    request: &Request<ClientBody<'_>>,
+    start: std::time::Instant,
+) -> Entry {
+    let uri = request.uri();
+    let host = match request.headers().get(header::HOST) {
+        Some(host) => Some(host.as_bytes()),
+        None => uri
+            .authority()
+            .map(|authority| authority.as_str().as_bytes()),
+    };
     Entry {
-        time: std::time::SystemTime::now(),
-        request_id: None,
+        start,
+        texts: Texts::new(
+            uri.path_and_query()
+                .map_or("/", http::uri::PathAndQuery::as_str),
+            host,
+        ),
         trace_id: None,
         client_ip: ctx.client.ip,
         method: request.method().clone(),
-        host: request.headers().get(header::HOST).cloned().or_else(|| {
-            let authority = request.uri().authority()?;
-            http::HeaderValue::from_str(authority.as_str()).ok()
-        }),
-        path: request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         status: None,
         bytes_in: content_length(request.headers()),
         bytes_out: None,

@@ -10,8 +10,6 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
-use http::HeaderValue;
-
 use super::{Entry, Format};
 
 /// Formats lines, reusing the time stamp while the second stays the same.
@@ -32,10 +30,10 @@ impl LineWriter {
         }
     }
 
-    /// Appends `entry`'s line, newline included, to `out`.
-    pub(super) fn write(&mut self, entry: &Entry, out: &mut Vec<u8>) {
-        let since = entry
-            .time
+    /// Appends `entry`'s line, newline included, to `out`; `time` is when
+    /// its request arrived.
+    pub(super) fn write(&mut self, entry: &Entry, time: SystemTime, out: &mut Vec<u8>) {
+        let since = time
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         if since.as_secs() != self.second {
@@ -56,7 +54,7 @@ impl LineWriter {
         out.push(b'.');
         three_digits(out, millis);
         out.extend_from_slice(b"Z\",\"request_id\":");
-        optional_string(out, text(entry.request_id.as_ref()));
+        optional_string(out, entry.texts.request_id().filter(|id| text(id)));
         out.extend_from_slice(b",\"trace_id\":");
         optional_string(
             out,
@@ -71,9 +69,9 @@ impl LineWriter {
         out.extend_from_slice(b"\",\"method\":");
         string(out, entry.method.as_str().as_bytes());
         out.extend_from_slice(b",\"host\":");
-        optional_string(out, text(entry.host.as_ref()));
+        optional_string(out, entry.texts.host().filter(|host| text(host)));
         out.extend_from_slice(b",\"path\":");
-        string(out, entry.path.as_str().as_bytes());
+        string(out, entry.texts.path());
         out.extend_from_slice(b",\"status\":");
         optional_number(out, entry.status.map(u64::from));
         out.extend_from_slice(b",\"bytes_in\":");
@@ -113,14 +111,15 @@ impl LineWriter {
         out.extend_from_slice(b"] \"");
         out.extend_from_slice(entry.method.as_str().as_bytes());
         out.push(b' ');
-        let path = entry.path.as_str();
+        // Quotes, backslashes and bytes outside printable ASCII as `\"`, `\\`, `\xNN`.
+        let path = entry.texts.path();
         if path
-            .bytes()
-            .all(|b| matches!(b, b' '..=b'~') && !matches!(b, b'"' | b'\'' | b'\\'))
+            .iter()
+            .all(|&b| matches!(b, b' '..=b'~') && !matches!(b, b'"' | b'\'' | b'\\'))
         {
-            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(path);
         } else {
-            let _ = write!(out, "{}", path.escape_default());
+            let _ = write!(out, "{}", path.escape_ascii());
         }
         out.extend_from_slice(b" HTTP/1.1\" ");
         match entry.status {
@@ -171,9 +170,12 @@ fn civil(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
-/// A header value as text, if it is visible ASCII.
-fn text(value: Option<&HeaderValue>) -> Option<&[u8]> {
-    value.and_then(|v| v.to_str().ok()).map(str::as_bytes)
+/// Whether a header value is text (visible ASCII, as `HeaderValue::to_str`
+/// asks); one that is not is logged as `null` rather than guessed at.
+fn text(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// `000`–`999`.
@@ -199,10 +201,20 @@ fn optional_string(out: &mut Vec<u8>, s: Option<&[u8]>) {
     }
 }
 
-/// A JSON string of UTF-8 bytes: runs that need no escaping are copied whole.
+/// A JSON string of UTF-8 bytes. Most strings need no escaping, which a
+/// branch-free pass over all of them finds quickly; the rest are copied in
+/// runs between the bytes that do.
 fn string(out: &mut Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn special(b: u8) -> bool {
+        b < 0x20 || b == b'"' || b == b'\\'
+    }
     out.push(b'"');
+    if !s.iter().fold(false, |any, &b| any | special(b)) {
+        out.extend_from_slice(s);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {
         let escaped: &[u8] = match b {
@@ -260,22 +272,32 @@ fn socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
-    use http::uri::PathAndQuery;
     use http::Method;
 
     use super::*;
+    use crate::observe::access_log::Texts;
+
+    fn texts(path: &str, host: Option<&[u8]>, request_id: Option<&[u8]>) -> Texts {
+        let mut texts = Texts::new(path, host);
+        if let Some(id) = request_id {
+            texts.set_request_id(id);
+        }
+        texts
+    }
 
     fn entry() -> Entry {
         Entry {
-            time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            request_id: Some(HeaderValue::from_static("id-1")),
+            start: Instant::now(),
+            texts: texts(
+                "/api/orders/\"1\"?page=2",
+                Some(b"shop.example.com"),
+                Some(b"id-1"),
+            ),
             trace_id: Some(*b"4bf92f3577b34da6a3ce929d0e0e4736"),
             client_ip: "192.0.2.7".parse().unwrap(),
             method: Method::POST,
-            host: Some(HeaderValue::from_static("shop.example.com")),
-            path: PathAndQuery::from_static("/api/orders/\"1\"?page=2"),
             status: Some(201),
             bytes_in: Some(12),
             bytes_out: None,
@@ -288,9 +310,15 @@ mod tests {
         }
     }
 
+    const TIME: Duration = Duration::from_secs(1_700_000_000);
+
     fn line(entry: &Entry, format: Format) -> String {
+        line_at(entry, SystemTime::UNIX_EPOCH + TIME, format)
+    }
+
+    fn line_at(entry: &Entry, time: SystemTime, format: Format) -> String {
         let mut out = Vec::new();
-        LineWriter::new(format).write(entry, &mut out);
+        LineWriter::new(format).write(entry, time, &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -320,11 +348,9 @@ mod tests {
     #[test]
     fn json_lines_match_a_general_serializer_on_awkward_values() {
         let mut entry = entry();
-        entry.path = PathAndQuery::try_from("/a\\c\"d\u{e9}\u{1f600}").unwrap();
+        entry.texts = texts("/a\\c\"d\u{e9}\u{1f600}", Some(b"caf\xe9"), None);
         entry.client_ip = "2001:db8::7".parse().unwrap();
         entry.endpoint = Some("[::1]:8080".parse().unwrap());
-        entry.request_id = None;
-        entry.host = Some(HeaderValue::from_bytes(b"caf\xe9").unwrap());
         entry.duration = Duration::from_nanos(12_345_678_999);
         entry.error = Some("upstream_timeout");
         entry.status = None;
@@ -356,18 +382,16 @@ mod tests {
     #[test]
     fn the_stamp_follows_the_second() {
         let mut writer = LineWriter::new(Format::Json);
-        let mut entry = entry();
+        let entry = entry();
         let mut out = Vec::new();
         for (offset, expected) in [
             (999, "2023-11-14T22:13:20.999Z"),
             (1_000, "2023-11-14T22:13:21.000Z"),
             (86_400_007, "2023-11-15T22:13:20.007Z"),
         ] {
-            entry.time = SystemTime::UNIX_EPOCH
-                + Duration::from_secs(1_700_000_000)
-                + Duration::from_millis(offset);
+            let time = SystemTime::UNIX_EPOCH + TIME + Duration::from_millis(offset);
             out.clear();
-            writer.write(&entry, &mut out);
+            writer.write(&entry, time, &mut out);
             let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(line["time"], expected);
         }
@@ -378,11 +402,11 @@ mod tests {
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(19_723), (2024, 1, 1));
         assert_eq!(civil(19_782), (2024, 2, 29));
-        let mut entry = entry();
-        entry.time = SystemTime::UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
-        let json: serde_json::Value = serde_json::from_str(&line(&entry, Format::Json)).unwrap();
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        let json: serde_json::Value =
+            serde_json::from_str(&line_at(&entry(), leap, Format::Json)).unwrap();
         assert_eq!(json["time"], "2024-02-29T12:34:56.789Z");
-        assert!(line(&entry, Format::Common).contains("[29/Feb/2024:12:34:56 +0000]"));
+        assert!(line_at(&entry(), leap, Format::Common).contains("[29/Feb/2024:12:34:56 +0000]"));
     }
 
     #[test]
@@ -392,7 +416,7 @@ mod tests {
             "192.0.2.7 - - [14/Nov/2023:22:13:20 +0000] \"POST /api/orders/\\\"1\\\"?page=2 HTTP/1.1\" 201 -\n"
         );
         let mut plain = entry();
-        plain.path = PathAndQuery::from_static("/api/orders?page=2");
+        plain.texts = texts("/api/orders?page=2", None, None);
         plain.bytes_out = Some(100);
         assert_eq!(
             line(&plain, Format::Common),

@@ -8,20 +8,19 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use http::uri::PathAndQuery;
-use http::{HeaderValue, Method};
 use tracing::warn;
 
+pub use entry::{Entry, Texts};
 use line::LineWriter;
 
+mod entry;
 mod line;
 
 /// Lines waiting for the writer by default.
@@ -49,29 +48,6 @@ pub struct Settings {
     pub target: Target,
     pub format: Format,
     pub buffer: usize,
-}
-
-/// What one request leaves in the log.
-#[derive(Debug)]
-pub struct Entry {
-    pub time: SystemTime,
-    pub request_id: Option<HeaderValue>,
-    pub trace_id: Option<[u8; 32]>,
-    pub client_ip: IpAddr,
-    pub method: Method,
-    pub host: Option<HeaderValue>,
-    /// The target as the client sent it (shares the request head's buffer).
-    pub path: PathAndQuery,
-    pub status: Option<u16>,
-    /// The declared request and response body sizes (`Content-Length`).
-    pub bytes_in: Option<u64>,
-    pub bytes_out: Option<u64>,
-    pub duration: Duration,
-    pub endpoint: Option<SocketAddr>,
-    pub route: Option<Arc<str>>,
-    pub backend: Option<Arc<str>>,
-    pub attempts: u32,
-    pub error: Option<&'static str>,
 }
 
 /// The request path's handle on the log.
@@ -155,6 +131,30 @@ impl Output {
     }
 }
 
+/// A wall-clock reading and the monotonic instant it was taken at, read
+/// once per batch: an entry's time is this reading moved by the distance
+/// between the instants.
+struct WallClock {
+    system: SystemTime,
+    instant: Instant,
+}
+
+impl WallClock {
+    fn now() -> Self {
+        Self {
+            system: SystemTime::now(),
+            instant: Instant::now(),
+        }
+    }
+
+    fn at(&self, instant: Instant) -> SystemTime {
+        match self.instant.checked_duration_since(instant) {
+            Some(before) => self.system - before,
+            None => self.system + instant.duration_since(self.instant),
+        }
+    }
+}
+
 struct Writer {
     receiver: Receiver<Entry>,
     output: Output,
@@ -186,10 +186,12 @@ impl Writer {
                     }
                 }
             }
+            let clock = WallClock::now();
             loop {
                 match self.receiver.try_recv() {
                     Ok(entry) => {
-                        self.lines.write(&entry, &mut self.buffer);
+                        let time = clock.at(entry.start);
+                        self.lines.write(&entry, time, &mut self.buffer);
                         if self.buffer.len() >= WRITE_BUFFER {
                             self.write_out();
                         }
@@ -222,5 +224,20 @@ impl Writer {
             Err(_) => {}
         }
         self.buffer.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_time_is_the_clock_reading_moved_by_the_instants_between() {
+        let clock = WallClock::now();
+        let earlier = clock.instant - Duration::from_millis(7);
+        let later = clock.instant + Duration::from_millis(3);
+        assert_eq!(clock.at(earlier), clock.system - Duration::from_millis(7));
+        assert_eq!(clock.at(later), clock.system + Duration::from_millis(3));
+        assert_eq!(clock.at(clock.instant), clock.system);
     }
 }
