@@ -62,7 +62,9 @@ async fn each_request_leaves_one_json_line_with_its_fields() {
         )
         .body(Full::new(Bytes::from_static(b"hello")))
         .unwrap();
+    let sent = std::time::SystemTime::now();
     let (status, _, _) = read(client.send(request).await).await;
+    let answered = std::time::SystemTime::now();
     assert_eq!(status, 200);
     assert_eq!(fetch(gw.addr, "/down").await.0, 503);
     assert_eq!(fetch(gw.addr, "/nowhere").await.0, 404);
@@ -86,6 +88,12 @@ async fn each_request_leaves_one_json_line_with_its_fields() {
     assert_eq!(api["attempts"], 1);
     assert!(api["duration_ms"].as_f64().unwrap() > 0.0);
     assert!(api["time"].as_str().unwrap().ends_with('Z'));
+    // When the head arrived, to the millisecond (the stamp truncates).
+    let time = humantime::parse_rfc3339(api["time"].as_str().unwrap()).unwrap();
+    assert!(
+        time + std::time::Duration::from_millis(1) >= sent && time <= answered,
+        "{time:?} not within {sent:?}..{answered:?}"
+    );
     let down = &log[1];
     assert_eq!(down["status"], 503);
     assert_eq!(down["error"], "connect_failed");

@@ -39,7 +39,7 @@ pub struct Entry {
 /// the entry. Copies rather than shared references: a typical request's fit
 /// inline, so logging allocates nothing, and the entry keeps nothing of the
 /// request alive (the connection can reuse its read buffer at once).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Texts {
     bytes: SmallVec<[u8; INLINE]>,
     path: Range<usize>,
